@@ -1,0 +1,1 @@
+"""Training: config, the multi-task loop, loss weighting, checkpoints and distributed setup."""

@@ -1,0 +1,125 @@
+"""The checkpoint format: a plain dict that ``torch.load(path, weights_only=True)`` reads.
+
+Keys: ``format``, ``format_version``, ``spec`` (ModelSpec.to_dict()), ``config`` (the full
+training config as plain data), ``state_dict``, ``optimizer`` (state dict or None), ``epoch``,
+``metrics``, ``extra`` (e.g. loss weighting, scheduler and RNG state, sparsity summary,
+slimming report) and ``versions``. No module or class is ever pickled.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mtlexport.errors import CheckpointError, ConfigError
+from mtlexport.io import atomic_path
+from mtlexport.models import ModelSpec, MultiTaskNet, create_model
+
+FORMAT = "mtlexport.checkpoint"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded checkpoint. ``build_model()`` rebuilds the network from the spec alone."""
+
+    spec: ModelSpec
+    state_dict: dict[str, torch.Tensor]
+    config: dict[str, Any] = field(default_factory=dict)
+    epoch: int = 0
+    metrics: dict[str, Any] = field(default_factory=dict)
+    optimizer: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    path: Path | None = None
+
+    def build_model(self) -> MultiTaskNet:
+        """``create_model(spec)`` with the stored weights loaded strictly, in eval mode."""
+        model = create_model(self.spec)
+        try:
+            model.load_state_dict(self.state_dict, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise CheckpointError(f"{self.path or 'checkpoint'}: weights do not match its spec ({first})") from None
+        return model.eval()
+
+    def payload(self) -> dict[str, Any]:
+        """The dict written to disk."""
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "spec": self.spec.to_dict(),
+            "config": self.config,
+            "state_dict": self.state_dict,
+            "optimizer": self.optimizer,
+            "epoch": self.epoch,
+            "metrics": self.metrics,
+            "extra": self.extra,
+            "versions": self.versions or library_versions(),
+        }
+
+
+def library_versions() -> dict[str, str]:
+    """Versions recorded in every checkpoint and report."""
+    import numpy
+
+    import mtlexport
+
+    out = {"mtlexport": mtlexport.__version__, "torch": str(torch.__version__), "numpy": str(numpy.__version__),
+           "python": platform.python_version()}
+    try:
+        import torch_pruning
+
+        out["torch_pruning"] = str(getattr(torch_pruning, "__version__", "unknown"))
+    except ImportError:
+        pass
+    return out
+
+
+def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
+    """Write ``ckpt`` atomically (temporary file, then rename) and return the path."""
+    target = Path(path)
+    payload = ckpt.payload()
+    payload["state_dict"] = {k: v.detach().cpu() for k, v in ckpt.state_dict.items()}
+    with atomic_path(target) as tmp:
+        torch.save(payload, tmp)
+    return target
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read a checkpoint with ``weights_only=True``; every failure is a one-line CheckpointError."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint {p} does not exist; pass the .pt file written by 'mtlexport train' or 'slim'")
+    try:
+        raw = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a bad file; all mean the same to the user
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"cannot read checkpoint {p}: {first[:200]}") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{p} is not an mtlexport checkpoint (no '{FORMAT}' format tag); "
+            "for a plain state_dict of your own model use --model package.module:factory"
+        )
+    version = raw.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(f"{p} has checkpoint format version {version}; this mtlexport reads up to {FORMAT_VERSION}, upgrade mtlexport")
+    try:
+        spec = ModelSpec.from_dict(raw["spec"])
+    except (KeyError, ConfigError) as exc:
+        raise CheckpointError(f"{p} has an invalid model spec: {exc}") from None
+    return Checkpoint(
+        spec=spec,
+        state_dict=raw.get("state_dict") or {},
+        config=raw.get("config") or {},
+        epoch=int(raw.get("epoch", 0)),
+        metrics=raw.get("metrics") or {},
+        optimizer=raw.get("optimizer"),
+        extra=raw.get("extra") or {},
+        versions=raw.get("versions") or {},
+        path=p,
+    )

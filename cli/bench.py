@@ -1,0 +1,117 @@
+"""``mtlexport bench``: latency and throughput across backends, trtexec-compatible output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cli._common import JsonOpt, RichReporter, emit_json, make_table, stdout
+
+EngineOpt = Annotated[Path, typer.Option("--engine", "-e", help="A .pt checkpoint, .onnx, .plan or export directory.",
+                                         show_default=False)]
+BackendOpt = Annotated[str | None, typer.Option("--backend", "-b", help="torch, ort or trt (comma-separated for several); "
+                                                "default: inferred from --engine.", show_default=False)]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: cuda for trt, else cpu).",
+                                               show_default=False)]
+BatchOpt = Annotated[str, typer.Option("--batch", help="Batch size(s), e.g. 1,8,16 (a list sweeps them).")]
+
+
+def bench(
+    engine: EngineOpt,
+    backend: BackendOpt = None,
+    device: DeviceOpt = None,
+    batch: BatchOpt = "1",
+    warmup_ms: Annotated[float, typer.Option("--warmup-ms", help="Untimed warm-up per configuration.")] = 200.0,
+    duration_s: Annotated[float, typer.Option("--duration-s", help="Minimum timed duration (with --iterations).")] = 3.0,
+    iterations: Annotated[int, typer.Option("--iterations", help="Minimum timed queries (with --duration-s).")] = 10,
+    threads: Annotated[int | None, typer.Option("--threads", help="Intra-op CPU threads.", show_default=False)] = None,
+    inter_op_threads: Annotated[int | None, typer.Option("--inter-op-threads", help="ORT inter-op threads.",
+                                                         show_default=False)] = None,
+    graph_opt: Annotated[str, typer.Option("--graph-opt", help="ORT graph optimisation: disable, basic, extended, all.")] = "all",
+    ort_provider: Annotated[str | None, typer.Option("--ort-provider", help="ORT GPU provider: cuda or tensorrt.",
+                                                     show_default=False)] = None,
+    precision: Annotated[str, typer.Option("--precision", help="fp32, or fp16 (torch autocast / model.fp16.onnx).")] = "fp32",
+    channels_last: Annotated[bool, typer.Option("--channels-last", help="torch: channels-last memory format.")] = False,
+    cuda_graph: Annotated[bool, typer.Option("--cuda-graph", help="torch/trt on CUDA: replay a captured CUDA graph.")] = False,
+    no_transfers: Annotated[bool, typer.Option("--no-transfers", help="GPU: exclude host<->device copies.")] = False,
+    input_size: Annotated[str | None, typer.Option("--input-size", help="Image size HxW when the engine does not say.",
+                                                   show_default=False)] = None,
+    compare_with: Annotated[Path | None, typer.Option("--compare", help="Second model measured side by side "
+                                                      "(same backend and settings).", show_default=False)] = None,
+    rounds: Annotated[int, typer.Option("--rounds", help="--compare: alternating rounds per batch size.")] = 4,
+    export_times: Annotated[Path | None, typer.Option("--export-times", help="Write trtexec --exportTimes JSON.",
+                                                      show_default=False)] = None,
+    csv_path: Annotated[Path | None, typer.Option("--csv", help="Write one CSV row per result.", show_default=False)] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="PNG of latency and throughput vs batch size.",
+                                              show_default=False)] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Measure latency (trtexec statistics) and throughput of a model on one or more backends."""
+    from mtlexport.bench import (
+        BenchSettings, bench_models, compare, parse_batches, parse_size, plot_report, write_csv, write_export_times,
+    )
+    from mtlexport.errors import ConfigError
+
+    backends = [b.strip() for b in backend.split(",") if b.strip()] if backend else None
+    if device is None:  # TensorRT only runs on the GPU; everything else defaults to the CPU
+        only_trt = all(b == "trt" for b in backends) if backends else engine.suffix.lower() in (".plan", ".engine")
+        device = "cuda" if only_trt else "cpu"
+    settings = BenchSettings(
+        device=device, warmup_ms=warmup_ms, duration_s=duration_s, iterations=iterations, threads=threads,
+        inter_op_threads=inter_op_threads, graph_opt_level=graph_opt, ort_provider=ort_provider, precision=precision,
+        channels_last=channels_last, cuda_graph=cuda_graph, transfers=not no_transfers,
+        input_size=parse_size(input_size) if input_size else None,
+    )
+    sizes = parse_batches(batch)
+    reporter = RichReporter()
+    try:
+        if compare_with is not None:
+            if backends and len(backends) > 1:
+                raise ConfigError("--compare measures one backend; pass a single --backend")
+            report = compare(engine, compare_with, backend=backends[0] if backends else None, batches=sizes,
+                             settings=settings, rounds=rounds, reporter=reporter)
+        else:
+            report = bench_models([engine], backends=backends, batches=sizes, settings=settings, reporter=reporter)
+    finally:
+        reporter.close()
+    written: list[Path] = []
+    if export_times is not None:
+        written += write_export_times(export_times, report.results)
+    if csv_path is not None:
+        written.append(write_csv(csv_path, report))
+    if plot is not None:
+        written.append(plot_report(plot, report))
+    if as_json:
+        emit_json({**report.to_dict(), "files": [str(p) for p in written]})
+        return
+    _render(report.to_dict(), written)
+
+
+def _render(report: dict[str, Any], written: list[Path]) -> None:
+    meta = report["metadata"]
+    where = meta.get("gpu") or meta.get("cpu")
+    with_refs = any(r["check"]["reference"] != "none" or not r["check"]["finite"] for r in report["results"])
+    rows = []
+    for r in report["results"]:
+        lat, check = r["latency_ms"], r["check"]
+        row = [f"{r['label']}/{r['backend']}", r["batch"], lat["mean"], lat["median"], lat["p99"], lat["cv"] * 100,
+               r["images_per_s"], r["gflops_per_s"]]
+        rows.append(row + [check["reference"] if check["finite"] else "NaN"] if with_refs else row)
+    columns = ["model", "batch", "mean", "median", "p99", "cv %", "img/s", "GFLOP/s"] + (["refs"] if with_refs else [])
+    stdout.print(make_table(f"latency per query (ms) on {meta['device']}: {where}", columns, rows))
+    if report["comparisons"]:
+        first = report["comparisons"][0]
+        rows = [[c["batch"], c["baseline_latency_ms"], c["candidate_latency_ms"], c["speedup"], c["throughput_ratio"],
+                 c["macs_ratio"], None if c["realised"] is None else c["realised"] * 100] for c in report["comparisons"]]
+        stdout.print(make_table(f"{first['candidate']} vs {first['baseline']} on {first['backend']} (median latency)",
+                                ["batch", "base ms", "cand ms", "speedup", "qps ratio", "MACs ratio", "realised %"],
+                                rows))
+    for path in written:
+        stdout.print(f"wrote {path}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``bench`` command to ``app``."""
+    app.command("bench")(bench)

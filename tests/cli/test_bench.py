@@ -1,0 +1,147 @@
+"""``mtlexport bench``: table, --json, --export-times, --csv, --plot, --compare and clean errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cli.main import main
+
+FAST = ["--duration-s", "0.02", "--warmup-ms", "5", "--iterations", "3", "--threads", "1"]
+TRTEXEC_KEYS = ["startEnqMs", "endEnqMs", "startH2dMs", "endH2dMs", "startComputeMs", "endComputeMs",
+                "startD2hMs", "endD2hMs", "h2dMs", "computeMs", "d2hMs", "latencyMs"]
+
+
+def _checkpoint(path: Path, width: int) -> Path:
+    from mtlexport.models import ModelSpec, create_model
+    from mtlexport.train.checkpoint import Checkpoint, save_checkpoint
+
+    head = {"width": width, "rates": [1, 2]}
+    spec = ModelSpec.from_dict({
+        "backbone": {"name": "resnet18", "base_width": width, "output_stride": 8},
+        "tasks": [{"name": "seg", "type": "segmentation", "num_outputs": 3, "head": head},
+                  {"name": "depth", "type": "depth", "head": head}]})
+    return save_checkpoint(path, Checkpoint(spec=spec, state_dict=create_model(spec).state_dict(),
+                                            config={"data": {"height": 32, "width": 32}}))
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("cli_bench")
+    return _checkpoint(folder / "dense.pt", 8), _checkpoint(folder / "slim.pt", 4)
+
+
+def test_table_by_default(models: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["bench", "--engine", str(models[0]), *FAST])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "dense/torch" in out and "median" in out
+
+
+def test_json_sweep_and_files(models: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    times, table = tmp_path / "times.json", tmp_path / "bench.csv"
+    rc = main(["bench", "--engine", str(models[0]), "--batch", "1,2", "--json", "--export-times", str(times),
+               "--csv", str(table), "--plot", str(tmp_path / "sweep.png"), *FAST])
+    assert rc == 0
+    payload = json.loads(capsys.readouterr().out)
+    meta = payload["metadata"]
+    assert meta["device"] == "cpu" and meta["cpu"] and meta["versions"]["torch"]
+    assert [r["batch"] for r in payload["results"]] == [1, 2]
+    first = payload["results"][0]
+    assert first["precision"] == "fp32" and first["input_shape"] == [1, 3, 32, 32]
+    assert first["settings"]["threads"] == 1
+    assert set(first["latency_ms"]) >= {"min", "max", "mean", "median", "p90", "p95", "p99", "cv"}
+    assert len(payload["files"]) == 4  # one exportTimes file per batch size, CSV, PNG
+    for path in payload["files"][:2]:
+        records = json.loads(Path(path).read_text())
+        assert isinstance(records, list) and records and all(list(r) == TRTEXEC_KEYS for r in records)
+    assert len(table.read_text().strip().splitlines()) == 3
+
+
+def test_export_times_single_result_goes_to_the_given_file(models: tuple[Path, Path], tmp_path: Path) -> None:
+    times = tmp_path / "times.json"
+    assert main(["bench", "--engine", str(models[0]), "--export-times", str(times), *FAST]) == 0
+    records = json.loads(times.read_text())
+    assert len(records) >= 3 and list(records[0]) == TRTEXEC_KEYS
+    for r in records:
+        assert r["latencyMs"] == pytest.approx(r["h2dMs"] + r["computeMs"] + r["d2hMs"])
+
+
+def test_compare(models: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["bench", "--engine", str(models[0]), "--compare", str(models[1]), "--batch", "1,2", "--rounds", "2",
+               "--json", *FAST])
+    assert rc == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert [c["batch"] for c in payload["comparisons"]] == [1, 2]
+    c = payload["comparisons"][0]
+    assert c["baseline"] == "dense" and c["candidate"] == "slim" and c["macs_ratio"] > 1
+    assert c["realised"] == pytest.approx(c["speedup"] / c["macs_ratio"])
+
+
+def test_compare_table(models: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--engine", str(models[0]), "--compare", str(models[1]), *FAST]) == 0
+    out = capsys.readouterr().out
+    assert "slim vs dense" in out and "realised" in out
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith("error: ")
+    assert "Traceback" not in "\n".join(err)
+    return err[-1]
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--batch", "0"], "between 1 and"),
+    (["--batch", "abc"], "positive integers"),
+    (["--iterations", "0"], "--iterations"),
+    (["--backend", "tvm"], "valid names: ort, torch, trt"),
+    (["--input-size", "axb"], "input size"),
+])
+def test_bad_options(models: tuple[Path, Path], args: list[str], needle: str,
+                     capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--engine", str(models[0]), *FAST, *args]) == 2
+    assert needle in _one_line_error(capsys)
+
+
+def test_missing_engine(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--engine", str(tmp_path / "nope.pt"), *FAST]) == 2
+    assert "does not exist" in _one_line_error(capsys)
+
+
+def test_cuda_without_gpu(models: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is present")
+    assert main(["bench", "--engine", str(models[0]), "--device", "cuda", *FAST]) == 3
+    assert "CUDA" in _one_line_error(capsys)
+
+
+def test_missing_tensorrt(models: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("tensorrt is installed here")
+    assert main(["bench", "--engine", str(models[0]), "--backend", "trt", *FAST]) == 3
+    assert "tensorrt" in _one_line_error(capsys)
+
+
+def test_missing_backend_does_not_stop_the_others(models: tuple[Path, Path],
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("tensorrt is installed here")
+    assert main(["bench", "--engine", str(models[0]), "--backend", "torch,trt", "--json", *FAST]) == 0
+    captured = capsys.readouterr()
+    payload = json.loads(captured.out)
+    assert [r["backend"] for r in payload["results"]] == ["torch"]
+    assert payload["skipped"][0]["backend"] == "trt"
+    assert "skipped dense on trt" in captured.err

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -109,7 +110,7 @@ class RichReporter:
             self.close()
 
     def message(self, text: str) -> None:
-        self.console.print(f"[dim]{text}[/dim]", highlight=False)
+        self.console.print(f"[dim]{escape(text)}[/dim]", highlight=False)
 
     def close(self) -> None:
         """Stop the live display."""

@@ -1,0 +1,55 @@
+"""``mtlexport export``: checkpoint -> validated ONNX, TensorRT engine, trtexec folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli._common import CheckpointArg, JsonOpt, OutDirOpt, emit_json, make_table, stdout
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``export`` command to ``app``."""
+    app.command("export")(export)
+
+
+def export(
+    checkpoint: CheckpointArg,
+    out: OutDirOpt,
+    batch: Annotated[str, typer.Option("--batch", help="Dynamic batch range MIN:OPT:MAX (or N).")] = "1:4:8",
+    height: Annotated[int | None, typer.Option("--height", help="Input height (default: the checkpoint's data size).")] = None,
+    width: Annotated[int | None, typer.Option("--width", help="Input width (default: the checkpoint's data size).")] = None,
+    precision: Annotated[str, typer.Option("--precision", help="fp32 or fp16 (fp16 also writes model.fp16.onnx).")] = "fp32",
+    opset: Annotated[int, typer.Option("--opset", help="ONNX opset, 17..21.")] = 18,
+    simplify: Annotated[bool, typer.Option("--simplify/--no-simplify", help="Simplify with onnxslim.")] = True,
+    engine: Annotated[bool, typer.Option("--engine/--no-engine", help="Build a TensorRT engine when possible.")] = True,
+    trt_version: Annotated[int | None, typer.Option("--trt-version", help="TensorRT major version for scripts (10 or 11; default: installed, else 10).")] = None,
+    exporter: Annotated[str, typer.Option("--exporter", help="dynamo (default) or torchscript.")] = "dynamo",
+    workspace_mib: Annotated[int, typer.Option("--workspace-mib", help="TensorRT workspace pool limit in MiB.")] = 4096,
+    real_data: Annotated[bool, typer.Option("--real-data/--no-real-data", help="Also validate on the checkpoint's dataset.")] = True,
+    json_out: JsonOpt = False,
+) -> None:
+    """Export a checkpoint to a validated, trtexec-ready folder (ONNX, scripts, manifest, engine)."""
+    from cli._common import RichReporter
+    from mtlexport.export import BatchRange, ExportOptions, export_model
+
+    options = ExportOptions(batch=BatchRange.parse(batch), height=height, width=width, precision=precision,
+                            opset=opset, simplify=simplify, engine=engine, trt_version=trt_version,
+                            exporter=exporter, workspace_mib=workspace_mib, real_data=real_data)
+    reporter = RichReporter(enabled=not json_out)
+    try:
+        report = export_model(Path(checkpoint), Path(out), options, reporter)
+    finally:
+        reporter.close()
+    if json_out:
+        emit_json(report.to_dict())
+        return
+    rows = [[f"{c.model} {c.check}", c.output, c.batch, c.max_abs, c.max_rel, c.passed] for c in report.checks]
+    stdout.print(make_table(f"Validation ({len(report.checks)} checks)",
+                            ["model / check", "output", "batch", "max abs", "max rel", "ok"], rows))
+    files = [[name, size] for name, size in sorted(report.files.items())]
+    stdout.print(make_table(f"Export folder {report.out_dir}", ["file", "bytes"], files))
+    engine_line = "engine built: model.plan" if report.engine_built else "engine not built (see notice)"
+    stdout.print(f"TensorRT {report.trt_version} scripts written; {engine_line}")

@@ -1,0 +1,44 @@
+"""Surgery: physically remove the channels a group-sparse model provably does not use.
+
+Stages, one module each, so that each can be replaced or tested alone:
+
+- ``graph``: trace the model with torch-pruning and list every coupled channel group
+  (producers, norms, depthwise pass-throughs, ops, consumers) as plain data;
+- ``analysis``: which channels of a group are dead (every consumer reads them through an
+  all-zero weight slice) or foldable constants (``fold_constants``);
+- ``policy``: what is actually removed (protected output layers, ``round_to``, one channel
+  kept per layer, grouped / unsupported / observable groups kept whole);
+- ``remove``: fold constants and prune with torch-pruning, then check every layer's shapes;
+- ``verify``: compare dense and slim outputs (float64) and refuse on any output over ``tol``;
+- ``report`` / ``plot``: ``SlimReport`` and the per-layer channel chart;
+- ``slim`` / ``files``: the in-memory entry point and the checkpoint / state-dict ones.
+
+Extend: a new layer type needs a role in ``graph._member`` (and a torch-pruning pruner); a new
+channel-wise op goes into ``graph.CHANNELWISE_OPS``; anything unknown keeps its group whole.
+"""
+
+from mtlexport.surgery.files import (
+    STATE_FORMAT,
+    build_from_factory,
+    default_output,
+    load_slim_state_dict,
+    slim_checkpoint,
+    slim_state_dict,
+)
+from mtlexport.surgery.report import LayerChange, SlimReport
+from mtlexport.surgery.slim import output_layers, slim_model
+from mtlexport.surgery.verify import OutputCheck
+
+__all__ = [
+    "STATE_FORMAT",
+    "LayerChange",
+    "OutputCheck",
+    "SlimReport",
+    "build_from_factory",
+    "default_output",
+    "load_slim_state_dict",
+    "output_layers",
+    "slim_checkpoint",
+    "slim_model",
+    "slim_state_dict",
+]

@@ -1,0 +1,230 @@
+"""Slimming files: mtlexport checkpoints, and plain state dicts of any model built by a factory.
+
+A slim mtlexport checkpoint is a normal training checkpoint whose spec carries the new
+widths, so ``load_checkpoint(path).build_model()`` rebuilds it with no dense weights.
+
+A slim state dict (``--model package.module:factory``) is a ``weights_only`` dict::
+
+    {"format": "mtlexport.slim_state_dict", "factory": "package.module:factory",
+     "widths": {layer: [in, out, groups] | [in, out] | [features]}, "state_dict": {...}, "slim": {...}}
+
+Rebuild it with ``load_slim_state_dict(path)``, or by hand::
+
+    model = factory(); apply_widths(model, ckpt["widths"]); model.load_state_dict(ckpt["state_dict"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mtlexport.errors import CheckpointError, ConfigError, MtlexportError
+from mtlexport.io import atomic_path
+from mtlexport.models.widths import apply_widths, changed_widths, layer_widths
+from mtlexport.reporting import NullReporter, Reporter
+from mtlexport.surgery.report import SlimReport
+from mtlexport.surgery.slim import slim_model
+
+STATE_FORMAT = "mtlexport.slim_state_dict"
+DEFAULT_SIZE = 64
+TRACE_SIZE = 32
+REAL_SAMPLES = 2
+
+
+def default_output(path: str | Path) -> Path:
+    """``<stem>.slim.pt`` beside ``path``."""
+    p = Path(path)
+    return p.with_name(f"{p.stem}.slim.pt")
+
+
+def slim_checkpoint(
+    path: str | Path,
+    out: str | Path | None = None,
+    *,
+    round_to: int = 1,
+    tol: float = 1e-5,
+    fold_constants: bool = False,
+    input_size: int | None = None,
+    seed: int = 0,
+    float64: bool = False,
+    reporter: Reporter | None = None,
+) -> SlimReport:
+    """Slim an mtlexport checkpoint and write ``out`` (default ``<stem>.slim.pt``) atomically.
+
+    Verifies on random inputs of ``input_size`` (default: the data config's size, else 64) and
+    on a batch of the checkpoint's data when it can be built, in float32 (``float64=True`` for
+    rounding-free but slow forwards). Nothing is written on failure.
+    """
+    from mtlexport.train.checkpoint import Checkpoint, library_versions, load_checkpoint, save_checkpoint
+
+    reporter = reporter or NullReporter()
+    ckpt = load_checkpoint(path)
+    model = ckpt.build_model()
+    data_cfg = ckpt.config.get("data") if isinstance(ckpt.config, dict) else None
+    size = _size(input_size, data_cfg)
+    c = ckpt.spec.in_channels
+    inputs = {"random": _random(c, size, seed)}
+    real, notice = real_batch(data_cfg)
+    notices = [notice] if notice else []
+    if real is not None:
+        inputs["data"] = real
+    for text in notices:
+        reporter.message(text)
+    widths_before = layer_widths(model)
+    example = _random(c, (min(size[0], TRACE_SIZE), min(size[1], TRACE_SIZE)), seed + 1)[:1]
+    report = slim_model(model, example, inputs, round_to=round_to, tol=tol, fold_constants=fold_constants,
+                        profile_shape=(c, *size), dtype=_dtype(float64), reporter=reporter)
+    target = Path(out) if out is not None else default_output(path)
+    report = dataclasses.replace(report, notices=tuple(notices), source=str(path), output=str(target))
+    spec = ckpt.spec.with_widths(changed_widths(widths_before, layer_widths(model)))
+    slim = Checkpoint(
+        spec=spec, state_dict=model.state_dict(), config=ckpt.config, epoch=ckpt.epoch, metrics=ckpt.metrics,
+        optimizer=None, extra={**ckpt.extra, "slim": report.to_dict()}, versions=library_versions(),
+    )
+    save_checkpoint(target, slim)
+    return report
+
+
+def slim_state_dict(
+    path: str | Path,
+    factory: str,
+    out: str | Path | None = None,
+    *,
+    round_to: int = 1,
+    tol: float = 1e-5,
+    fold_constants: bool = False,
+    input_size: int | None = None,
+    seed: int = 0,
+    float64: bool = False,
+    reporter: Reporter | None = None,
+) -> SlimReport:
+    """Slim the model ``factory`` builds, loaded with the plain state dict at ``path``."""
+    reporter = reporter or NullReporter()
+    model = build_from_factory(factory)
+    try:
+        model.load_state_dict(_read_state(path), strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"{path} does not match the model {factory} builds ({first})") from None
+    model.eval()
+    size = _size(input_size, None)
+    c = _in_channels(model)
+    widths_before = layer_widths(model)
+    example = _random(c, size, seed + 1)[:1]
+    report = slim_model(model, example, {"random": _random(c, size, seed)}, round_to=round_to, tol=tol,
+                        fold_constants=fold_constants, profile_shape=(c, *size), dtype=_dtype(float64),
+                        reporter=reporter)
+    target = Path(out) if out is not None else default_output(path)
+    notice = "verified on random inputs only (a plain state dict has no data config)"
+    report = dataclasses.replace(report, notices=(notice,), source=str(path), output=str(target))
+    payload = {
+        "format": STATE_FORMAT, "format_version": 1, "factory": factory,
+        "widths": {k: list(v) for k, v in changed_widths(widths_before, layer_widths(model)).items()},
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "slim": report.to_dict(),
+    }
+    with atomic_path(target) as tmp:
+        torch.save(payload, tmp)
+    return report
+
+
+def load_slim_state_dict(path: str | Path, factory: str | Callable[[], nn.Module] | None = None) -> nn.Module:
+    """Rebuild a model written by ``slim_state_dict``: factory, ``apply_widths``, weights."""
+    raw = _load(path)
+    if not isinstance(raw, dict) or raw.get("format") != STATE_FORMAT:
+        raise CheckpointError(f"{path} is not a slim state dict ('{STATE_FORMAT}')")
+    factory = factory or raw["factory"]
+    model = build_from_factory(factory) if isinstance(factory, str) else factory()
+    apply_widths(model, {k: tuple(v) for k, v in raw["widths"].items()})
+    model.load_state_dict(raw["state_dict"], strict=True)
+    return model.eval()
+
+
+def build_from_factory(spec: str) -> nn.Module:
+    """Call ``package.module:factory`` (no arguments) and check it returns an ``nn.Module``."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"--model must look like package.module:factory, got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"cannot import {module_name!r} for --model: {exc}") from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise ConfigError(f"{module_name!r} has no callable {attr!r}")
+    model = fn()
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"{spec} returned a {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def real_batch(data_cfg: dict[str, Any] | None, samples: int = REAL_SAMPLES) -> tuple[Tensor | None, str]:
+    """A few images of the checkpoint's validation data, or None and the reason it was skipped."""
+    if not isinstance(data_cfg, dict):
+        return None, "no data config in the checkpoint: verified on random inputs only"
+    try:
+        from mtlexport.data import build_dataset
+        from mtlexport.data.config import DataConfig
+
+        cfg = DataConfig.from_dict(data_cfg)
+        if getattr(cfg, "name", "") == "synthetic" and getattr(cfg, "num_val", 0) > samples:
+            cfg = dataclasses.replace(cfg, num_val=samples)  # render only what is needed
+        dataset = build_dataset(cfg, "val")
+        images = [dataset[i]["image"] for i in range(min(samples, len(dataset)))]
+    except (MtlexportError, ImportError, OSError, KeyError, TypeError, ValueError) as exc:
+        return None, f"real-data verification skipped ({type(exc).__name__}: {str(exc)[:160]})"
+    if not images:
+        return None, "real-data verification skipped (the validation split is empty)"
+    return torch.stack(images).float(), ""
+
+
+def _size(input_size: int | None, data_cfg: dict[str, Any] | None) -> tuple[int, int]:
+    if input_size is not None:
+        if input_size < 8:
+            raise ConfigError(f"--input-size must be at least 8, got {input_size}")
+        return input_size, input_size
+    if isinstance(data_cfg, dict) and isinstance(data_cfg.get("height"), int) and isinstance(data_cfg.get("width"), int):
+        return int(data_cfg["height"]), int(data_cfg["width"])
+    return DEFAULT_SIZE, DEFAULT_SIZE
+
+
+def _dtype(float64: bool) -> torch.dtype:
+    return torch.float64 if float64 else torch.float32
+
+
+def _random(channels: int, size: tuple[int, int], seed: int) -> Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(2, channels, *size, generator=gen)
+
+
+def _in_channels(model: nn.Module) -> int:
+    for mod in model.modules():
+        if isinstance(mod, nn.Conv2d):
+            return mod.in_channels
+    raise ConfigError("the model has no Conv2d layer; slimming needs an image model")
+
+
+def _load(path: str | Path) -> Any:
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{p} does not exist")
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a bad file; all mean the same to the user
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"cannot read {p}: {first[:200]}") from None
+
+
+def _read_state(path: str | Path) -> dict[str, Tensor]:
+    raw = _load(path)
+    if isinstance(raw, dict) and isinstance(raw.get("state_dict"), dict):
+        raw = raw["state_dict"]
+    if not isinstance(raw, dict) or not all(isinstance(v, Tensor) for v in raw.values()):
+        raise CheckpointError(f"{path} is not a state dict (a dict of tensors) for --model")
+    return raw

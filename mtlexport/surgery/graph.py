@@ -1,0 +1,228 @@
+"""Coupled channel groups read off torch-pruning's dependency graph, as plain data.
+
+A *channel group* is one channel dimension shared by several layers: the producers that write
+it (convolutions, linear layers, every branch of a residual sum), the batch norms and
+element-wise ops it flows through, depthwise convolutions that pass it on, and the consumers
+that read it (convolution / linear input slices, through concatenations and flattening).
+Nothing here decides what to remove: see ``analysis`` and ``policy``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+# Ops (autograd node names) that map channel c to channel c, or that torch-pruning re-indexes
+# correctly (concatenation along channels, flatten into a linear layer). Anything else in a group
+# makes the whole group unsupported: its channels are kept rather than risk a corrupted layer.
+CHANNELWISE_OPS = frozenset({
+    "ReluBackward0", "HardtanhBackward0", "SiluBackward0", "SigmoidBackward0", "GeluBackward0",
+    "LeakyReluBackward0", "EluBackward0", "HardswishBackward0", "HardsigmoidBackward0",
+    "TanhBackward0", "CloneBackward0", "AddBackward0", "SubBackward0", "MulBackward0",
+    "DivBackward0", "MaxPool2DWithIndicesBackward0", "AvgPool2DBackward0",
+    "AdaptiveAvgPool2DBackward0", "AdaptiveMaxPool2DBackward0", "MeanBackward1",
+    "ExpandBackward0", "CatBackward0", "ViewBackward0", "ReshapeAliasBackward0",
+    "UnsafeViewBackward0", "TBackward0",
+})
+UPSAMPLE_PREFIX = "Upsample"
+
+
+@dataclass(frozen=True)
+class Member:
+    """One layer or op of a channel group and the channel indices it holds.
+
+    ``role`` is one of producer (writes the channels: conv / linear output), consumer (reads
+    them: conv / linear input), depthwise (passes channel c to channel c), norm, op (element-wise,
+    pooling, concatenation, reshape), output (a model output) or other (unsupported layer).
+    ``root_idxs[i]`` is the group channel that ``idxs[i]`` belongs to.
+    """
+
+    name: str
+    role: str
+    idxs: tuple[int, ...]
+    root_idxs: tuple[int, ...]
+    op: str = ""
+    module: Any = field(default=None, compare=False, repr=False)
+    fn: Any = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class ChannelGroup:
+    """A coupled channel dimension of ``width`` channels, rooted at layer ``root``.
+
+    ``unsupported`` names the reason when the group holds a construct the surgeon does not
+    handle (its channels are then never removed); ``grouped`` is set when a grouped
+    convolution (1 < groups < channels) reads or writes it; ``observable`` when the channels
+    reach a model output directly.
+    """
+
+    index: int
+    root: str
+    width: int
+    members: tuple[Member, ...]
+    unsupported: str = ""
+    grouped: bool = False
+    observable: bool = False
+    root_module: Any = field(default=None, compare=False, repr=False)
+    root_fn: Any = field(default=None, compare=False, repr=False)
+
+    def by_role(self, role: str) -> list[Member]:
+        """Members with ``role``."""
+        return [m for m in self.members if m.role == role]
+
+    def layer_names(self) -> list[str]:
+        """Names of the real layers (not ops) in the group."""
+        return [m.name for m in self.members if m.role in ("producer", "consumer", "depthwise", "norm")]
+
+
+def build_graph(model: nn.Module, example: Tensor) -> tuple[Any, set[Any]]:
+    """Trace ``model`` (eval mode, gradients on) into a torch-pruning ``DependencyGraph``.
+
+    Returns the graph and the autograd nodes of the model's outputs (channels that reach an
+    output without passing a consumer are observable and never removed).
+    """
+    import torch_pruning as tp
+
+    outputs: list[Tensor] = []
+
+    def forward(mod: nn.Module, x: Tensor) -> Any:
+        out = mod(x)
+        outputs.extend(_flatten_tensors(out))
+        return out
+
+    frozen = [p for p in model.parameters() if not p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(True)
+    model.eval()
+    try:
+        with torch.enable_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dg = tp.DependencyGraph().build_dependency(model, example_inputs=example, forward_fn=forward, verbose=False)
+    finally:
+        for p in frozen:
+            p.requires_grad_(False)
+    return dg, {t.grad_fn for t in outputs if t.grad_fn is not None}
+
+
+def coupled_groups(dg: Any, model: nn.Module, output_fns: set[Any]) -> list[ChannelGroup]:
+    """Every coupled channel group of the traced model, each listed once, with full indices."""
+    from torch_pruning import ops
+
+    names = {mod: name for name, mod in model.named_modules()}
+    covered: set[tuple[int, bool]] = set()
+    groups: list[ChannelGroup] = []
+    for module, node in list(dg.module2node.items()):
+        if node.type not in (ops.OPTYPE.CONV, ops.OPTYPE.LINEAR, ops.OPTYPE.DEPTHWISE_CONV):
+            continue
+        if (id(module), True) in covered:
+            continue
+        pruner = dg.get_pruner_of_module(module)
+        width = pruner.get_out_channels(module)
+        if not width:
+            continue
+        tp_group = dg.get_pruning_group(module, pruner.prune_out_channels, list(range(width)))
+        members = [_member(dg, item, names) for item in tp_group]
+        for item, mem in zip(tp_group, members):
+            if mem.role in ("producer", "depthwise", "norm"):
+                covered.add((id(item.dep.target.module), True))
+        reason = _unsupported_reason(dg, tp_group, members, width)
+        grouped = any(_is_grouped(m.module) for m in members if m.role in ("producer", "consumer"))
+        observable = any(m.role == "output" for m in members) or any(
+            item.dep.target.grad_fn in output_fns and m.role in ("producer", "depthwise", "norm", "op")
+            for item, m in zip(tp_group, members)
+        )
+        groups.append(ChannelGroup(
+            index=len(groups), root=names.get(module, type(module).__name__), width=width,
+            members=tuple(members), unsupported=reason, grouped=grouped, observable=observable,
+            root_module=module, root_fn=tp_group[0].dep.handler,
+        ))
+    return groups
+
+
+def _member(dg: Any, item: Any, names: dict[Any, str]) -> Member:
+    from torch_pruning import ops
+
+    node, fn = item.dep.target, item.dep.handler
+    kind = node.type
+    if kind == ops.OPTYPE.OUTPUT:
+        role = "output"
+    elif kind == ops.OPTYPE.DEPTHWISE_CONV:
+        role = "depthwise"
+    elif kind in (ops.OPTYPE.CONV, ops.OPTYPE.LINEAR) and isinstance(node.module, (nn.Conv2d, nn.Linear)):
+        role = "producer" if dg.is_out_channel_pruning_fn(fn) else "consumer"
+    elif kind == ops.OPTYPE.BN and isinstance(node.module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        role = "norm"
+    elif kind in (ops.OPTYPE.ELEMENTWISE, ops.OPTYPE.CONCAT, ops.OPTYPE.RESHAPE, ops.OPTYPE.EXPAND):
+        role = "op"
+    else:
+        role = "other"
+    op = node.grad_fn.name() if node.grad_fn is not None and hasattr(node.grad_fn, "name") else ""
+    name = names.get(node.module, f"<{op or type(node.module).__name__}>")
+    return Member(name=name, role=role, idxs=tuple(int(i) for i in item.idxs),
+                  root_idxs=tuple(int(i) for i in item.root_idxs), op=op, module=node.module, fn=fn)
+
+
+def _unsupported_reason(dg: Any, tp_group: Any, members: list[Member], width: int) -> str:
+    from torch_pruning import ops
+
+    for item, mem in zip(tp_group, members):
+        node = item.dep.target
+        if mem.role == "other":
+            return f"unsupported layer {mem.name} ({type(mem.module).__name__})"
+        if mem.role == "op" and not _channelwise(node):
+            return f"unsupported op {mem.op or type(mem.module).__name__}"
+        if node.type == ops.OPTYPE.CONCAT and getattr(node.module, "offsets", None) is None:
+            return "concatenation whose channel offsets could not be inferred"
+        if any(not 0 <= r < width for r in mem.root_idxs):
+            return f"inconsistent index mapping at {mem.name}"
+        limit = _channel_count(mem)
+        if limit is not None and any(not 0 <= i < limit for i in mem.idxs):
+            return f"index out of range at {mem.name}"
+    return ""
+
+
+def _channelwise(node: Any) -> bool:
+    fn = node.grad_fn
+    name = fn.name() if fn is not None and hasattr(fn, "name") else ""
+    if name.startswith(UPSAMPLE_PREFIX):
+        return True
+    if name not in CHANNELWISE_OPS:
+        return False
+    if name == "MeanBackward1":
+        ndim = len(fn._saved_self_sym_sizes)
+        dims = {(d - 2**64 if d >= 2**63 else d) % ndim for d in fn._saved_dim}
+        return 1 not in dims and ndim >= 3
+    if name == "CatBackward0":
+        dim = fn._saved_dim
+        return dim == 1 or (dim >= 2**63 and dim - 2**64 == -3)
+    return True
+
+
+def _channel_count(mem: Member) -> int | None:
+    mod = mem.module
+    if mem.role == "consumer":
+        return mod.in_channels if isinstance(mod, nn.Conv2d) else mod.in_features
+    if mem.role in ("producer", "depthwise"):
+        return mod.out_channels if isinstance(mod, nn.Conv2d) else mod.out_features
+    if mem.role == "norm":
+        return mod.num_features
+    return None
+
+
+def _is_grouped(mod: Any) -> bool:
+    return isinstance(mod, nn.Conv2d) and 1 < mod.groups and not (mod.groups == mod.in_channels == mod.out_channels)
+
+
+def _flatten_tensors(out: Any) -> list[Tensor]:
+    if isinstance(out, Tensor):
+        return [out]
+    if isinstance(out, dict):
+        return [t for v in out.values() for t in _flatten_tensors(v)]
+    if isinstance(out, (list, tuple)):
+        return [t for v in out for t in _flatten_tensors(v)]
+    return []
+

@@ -1,0 +1,120 @@
+"""``SlimReport``: what the surgery removed, what it kept and why, and the proof it is exact."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from mtlexport.surgery.analysis import zero_input_slices
+from mtlexport.surgery.verify import OutputCheck
+
+
+@dataclass(frozen=True)
+class LayerChange:
+    """Input and output channels of one conv / linear layer before and after slimming."""
+
+    name: str
+    kind: str
+    in_before: int
+    in_after: int
+    out_before: int
+    out_after: int
+
+    @property
+    def changed(self) -> bool:
+        return (self.in_before, self.out_before) != (self.in_after, self.out_after)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "in_before": self.in_before, "in_after": self.in_after,
+                "out_before": self.out_before, "out_after": self.out_after}
+
+
+@dataclass(frozen=True)
+class SlimReport:
+    """Result of ``slim_model`` / ``slim_checkpoint``.
+
+    ``group_sparsity``: share of zero input-channel groups of the backbone convolutions before
+    surgery; ``realised``: share of those convolutions' input channels physically removed.
+    ``kept`` counts removable channels that were kept, by reason (protected, output, grouped,
+    unsupported, round_to, min_keep). MACs are per sample at ``input_shape``.
+    """
+
+    layers: tuple[LayerChange, ...]
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+    input_shape: tuple[int, ...]
+    group_sparsity: float
+    realised: float
+    groups: int
+    removable: int
+    removed: int
+    folded: int
+    kept: dict[str, int]
+    unfoldable: int
+    checks: tuple[OutputCheck, ...]
+    tol: float
+    dtype: str
+    round_to: int
+    seconds: dict[str, float]
+    notices: tuple[str, ...] = ()
+    skipped_groups: dict[str, int] = field(default_factory=dict)
+    source: str = ""
+    output: str = ""
+
+    @property
+    def max_rel_error(self) -> float:
+        """Largest relative error over every output and input set."""
+        return max((c.max_rel for c in self.checks), default=0.0)
+
+    @property
+    def passed(self) -> bool:
+        """True when every output check is within ``tol``."""
+        return all(c.passed for c in self.checks)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source, "output": self.output,
+            "params_before": self.params_before, "params_after": self.params_after,
+            "macs_before": self.macs_before, "macs_after": self.macs_after, "input_shape": list(self.input_shape),
+            "group_sparsity": self.group_sparsity, "realised": self.realised,
+            "groups": self.groups, "removable": self.removable, "removed": self.removed, "folded": self.folded,
+            "kept": dict(self.kept), "unfoldable": self.unfoldable, "skipped_groups": dict(self.skipped_groups),
+            "verification": {"tol": self.tol, "dtype": self.dtype, "passed": self.passed,
+                             "max_rel_error": self.max_rel_error, "checks": [c.to_dict() for c in self.checks]},
+            "round_to": self.round_to, "seconds": dict(self.seconds), "notices": list(self.notices),
+            "layers": [layer.to_dict() for layer in self.layers],
+        }
+
+
+def layer_channels(model: nn.Module) -> dict[str, tuple[str, int, int]]:
+    """(kind, in, out) of every conv and linear layer."""
+    out: dict[str, tuple[str, int, int]] = {}
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.Conv2d):
+            out[name] = ("conv", mod.in_channels, mod.out_channels)
+        elif isinstance(mod, nn.Linear):
+            out[name] = ("linear", mod.in_features, mod.out_features)
+    return out
+
+
+def layer_changes(before: dict[str, tuple[str, int, int]], after: dict[str, tuple[str, int, int]]) -> tuple[LayerChange, ...]:
+    """Per-layer before/after channel counts, in module order."""
+    return tuple(LayerChange(name, kind, cin, after[name][1], cout, after[name][2])
+                 for name, (kind, cin, cout) in before.items() if name in after)
+
+
+def shared_convs(model: nn.Module, prefix: str = "backbone.") -> dict[str, nn.Conv2d]:
+    """The convolutions group sparsity is measured on: the backbone's, or all when there is none."""
+    convs = {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    shared = {n: m for n, m in convs.items() if n.startswith(prefix)}
+    return shared or convs
+
+
+def input_group_sparsity(convs: dict[str, nn.Conv2d]) -> tuple[int, int]:
+    """(zero input-channel groups, all input-channel groups) over ``convs``."""
+    zero = sum(int(zero_input_slices(m).sum()) for m in convs.values())
+    return zero, sum(m.in_channels for m in convs.values())

@@ -1,0 +1,84 @@
+"""``mtlexport slim``: table and JSON output, the plot, --model, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from cli.main import main
+from mtlexport.models import ModelSpec, create_model
+from mtlexport.train.checkpoint import Checkpoint, save_checkpoint
+
+SPEC = {
+    "backbone": {"name": "resnet18", "base_width": 8},
+    "tasks": [
+        {"name": "seg", "type": "segmentation", "num_outputs": 3, "head": {"width": 8, "rates": [1]}},
+        {"name": "attrs", "type": "attributes", "attributes": ["a"], "head": {"width": 8, "hidden": 8}},
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    spec = ModelSpec.from_dict(SPEC)
+    model = create_model(spec).eval()
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, nn.Conv2d) and mod.in_channels > 3:
+                mod.weight[:, torch.rand(mod.in_channels, generator=gen) < 0.5] = 0
+    path = tmp_path_factory.mktemp("slim") / "dense.pt"
+    save_checkpoint(path, Checkpoint(spec=spec, state_dict=model.state_dict()))
+    return path
+
+
+def test_slim_json_and_plot(ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out, png = tmp_path / "s.pt", tmp_path / "channels.png"
+    rc = main(["slim", str(ckpt), "--out", str(out), "--json", "--plot", str(png), "--input-size", "32"])
+    payload = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out.is_file() and png.read_bytes()[:4] == b"\x89PNG"
+    assert payload["removed"] > 0 and payload["verification"]["passed"]
+    assert payload["params_after"] < payload["params_before"]
+    assert any("random inputs only" in n for n in payload["notices"])  # no data config in this checkpoint
+
+
+def test_slim_table_default_output(ckpt: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["slim", str(ckpt), "--round-to", "2", "--input-size", "32"])
+    text = capsys.readouterr().out
+    assert rc == 0 and ckpt.with_name("dense.slim.pt").is_file()
+    assert "slim summary" in text and "verification" in text
+
+
+def test_slim_plain_state_dict_with_model_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "tiny_factory.py").write_text(textwrap.dedent("""
+        import torch
+        from torch import nn
+
+        def build():
+            torch.manual_seed(0)
+            return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 1))
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import tiny_factory
+
+    model = tiny_factory.build()
+    with torch.no_grad():
+        model[2].weight[:, [1, 6]] = 0
+    torch.save(model.state_dict(), tmp_path / "sd.pt")
+    rc = main(["slim", str(tmp_path / "sd.pt"), "--model", "tiny_factory:build", "--json"])
+    payload = json.loads(capsys.readouterr().out)
+    assert rc == 0 and payload["removed"] == 2
+    raw = torch.load(tmp_path / "sd.slim.pt", weights_only=True)
+    assert raw["widths"]["0"] == [3, 6, 1] and raw["widths"]["2"] == [6, 4, 1]
+
+
+def test_missing_checkpoint_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["slim", str(tmp_path / "nope.pt")])
+    err = capsys.readouterr().err
+    assert rc != 0 and err.startswith("error:") and len(err.strip().splitlines()) == 1

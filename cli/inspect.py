@@ -1,0 +1,65 @@
+"""``mtlexport inspect``: architecture, size, cost, per-layer shapes and sparsity of a checkpoint."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from cli._common import CheckpointArg, JsonOpt, emit_json, make_table, stdout
+
+LayersOpt = Annotated[bool, typer.Option("--layers/--no-layers", help="Show the per-layer table.")]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``inspect`` command to ``app``."""
+
+    @app.command("inspect")
+    def inspect_command(checkpoint: CheckpointArg, layers: LayersOpt = True, json: JsonOpt = False) -> None:
+        """Summarise a checkpoint: backbone, tasks and heads, parameters, MACs, layers, sparsity."""
+        from mtlexport.train import inspect_checkpoint
+
+        report = inspect_checkpoint(checkpoint)
+        if json:
+            emit_json(report.to_dict())
+            return
+        render(report, layers)
+
+
+def render(report: Any, layers: bool) -> None:
+    """Rich tables for an ``InspectReport``."""
+    b = report.backbone
+    c, h, w = report.input_shape
+    stdout.print(f"[bold]{report.checkpoint}[/bold]  (epoch {report.epoch})")
+    stdout.print(f"backbone {b['name']}, output stride {report.output_stride}, deep stem {b['deep_stem']}, "
+                 f"base width {b['base_width']}, width mult {b['width_mult']:g}")
+    stdout.print(f"parameters {report.params:,}, MACs/sample {report.macs:,} "
+                 f"({report.gflops:.3f} GFLOPs) at {c}x{h}x{w}")
+    task_rows = [[t["name"], t["type"], t["num_outputs"], t["head"], t["head_width"],
+                  " ".join(str(r) for r in t.get("rates", [])) or "-", report.params_by_part.get(f"heads.{t['name']}")]
+                 for t in report.tasks]
+    stdout.print(make_table("tasks", ["task", "type", "outputs", "head", "width", "rates", "params"], task_rows))
+    if report.sparsity:
+        s = report.sparsity
+        stdout.print(f"group sparsity ({s.get('scope')}): {s['zero_groups']}/{s['num_groups']} groups "
+                     f"= {s['group_sparsity']:.2f}%  params in zero groups {s['param_sparsity']:.2f}%")
+    if report.slim:
+        stdout.print(make_table("slim", ["key", "value"], [[k, _short(v)] for k, v in report.slim.items()]))
+    if layers:
+        rows = [[lay.name, lay.type, lay.in_channels, lay.out_channels, _tup(lay.kernel), _tup(lay.stride),
+                 _tup(lay.dilation), lay.groups, lay.params, lay.zero_in_channels] for lay in report.layers]
+        table = make_table("layers", ["name", "type", "in", "out", "k", "s", "d", "g", "params", "zero in"], rows)
+        table.columns[0].no_wrap = True
+        wide = stdout if stdout.width >= 120 else Console(width=120)  # layer names are long; never fold them
+        wide.print(table)
+        stdout.print("k kernel, s stride, d dilation, g groups; zero in: input channels whose weights are all zero")
+
+
+def _tup(t: tuple[int, ...]) -> str:
+    return "x".join(str(v) for v in t) if t else "-"
+
+
+def _short(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 80 else text[:77] + "..."

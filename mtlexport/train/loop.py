@@ -1,0 +1,331 @@
+"""The multi-task training loop: ``train`` (one run, resumable) and ``train_trials`` (seeds).
+
+One backbone forward per step (``MultiTaskNet``); losses combined by the configured weighting;
+per-epoch validation, ``metrics.jsonl``, ``sparsity.jsonl``, ``last.pt`` / ``best.pt`` (atomic)
+and early stopping on the monitored metric. ``--resume`` restores model, optimizer, weighting,
+step counter, history and every RNG, so an interrupted run continues bit-identically on CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mtlexport.errors import ConfigError
+from mtlexport.io import append_jsonl, write_text
+from mtlexport.models import create_model
+from mtlexport.reporting import NullReporter, Reporter
+from mtlexport.tasks import build_tasks
+from mtlexport.train import distributed as dist
+from mtlexport.train.baselines import fit_baselines
+from mtlexport.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from mtlexport.train.config import TrainConfig, resolve_config
+from mtlexport.train.evaluate import evaluate
+from mtlexport.train.loaders import eval_loader, open_split, set_epoch, to_device, train_loader
+from mtlexport.train.optim import build_training_optimizer
+from mtlexport.train.results import TrainResult, TrialsResult, summarise
+from mtlexport.train.rng import capture_rng, restore_rng, seed_everything, set_deterministic
+from mtlexport.train.schedule import lr_factor, set_lr
+from mtlexport.train.weighting import build_loss_weighting
+
+LAST, BEST, METRICS, SPARSITY, CONFIG = "last.pt", "best.pt", "metrics.jsonl", "sparsity.jsonl", "config.yaml"
+_RESUME_MUST_MATCH = ("model", "data")
+
+
+def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
+          reporter: Reporter | None = None) -> TrainResult:
+    """Train ``config`` into ``out_dir``; with ``resume`` continue from ``out_dir/last.pt``."""
+    ctx = dist.detect()
+    device = dist.device_for(ctx, config.train.device)
+    dist.setup(ctx, device)
+    try:
+        rep = (reporter or NullReporter()) if ctx.is_main else NullReporter()
+        run = _Run(config, Path(out_dir), ctx, device, rep)
+        return run.execute(resume)
+    finally:
+        dist.teardown(ctx)
+
+
+def train_trials(config: TrainConfig, out_dir: str | Path, trials: int, *, resume: bool = False,
+                 reporter: Reporter | None = None) -> TrialsResult:
+    """``trials`` runs with seeds ``seed .. seed+trials-1`` into ``out_dir/trial_k``."""
+    if trials < 1:
+        raise ConfigError(f"--trials must be a positive integer, got {trials}")
+    reporter = reporter or NullReporter()
+    results = []
+    for k in range(trials):
+        seed = config.train.seed + k
+        reporter.message(f"trial {k + 1}/{trials} (seed {seed})")
+        cfg = replace(config, train=replace(config.train, seed=seed))
+        results.append(train(cfg, Path(out_dir) / f"trial_{k}", resume=resume, reporter=reporter))
+    split, summary = summarise(tuple(results))
+    return TrialsResult(run_dir=str(out_dir), split=split, trials=tuple(results), summary=summary)
+
+
+class _Run:
+    """State of one training run (built once, then ``execute``)."""
+
+    def __init__(self, config: TrainConfig, out: Path, ctx: dist.DistContext, device: torch.device,
+                 reporter: Reporter) -> None:
+        self.out, self.ctx, self.device, self.reporter = out, ctx, device, reporter
+        set_deterministic(config.train.deterministic, device)
+        self.config = resolve_config(config)
+        self.tasks = build_tasks(self.config.model)
+        self.monitor, self.higher = self._monitor_direction()
+        cfg = self.config.train
+        self.train_set = open_split(self.config.data, "train")
+        if len(self.train_set) == 0:  # type: ignore[arg-type]
+            raise ConfigError("data.num_train is 0 (or the train split is empty); nothing to train on")
+        self.val_set = open_split(self.config.data, "val")
+        self.loader = train_loader(self.train_set, cfg.batch_size, ctx, seed=cfg.seed, num_workers=cfg.num_workers)
+        self.steps = len(self.loader)
+        seed_everything(cfg.seed)
+        self.model = create_model(self.config.model).to(device)
+        self.weighting = build_loss_weighting(self.config.loss_weighting, self.config.model.task_names).to(device)
+        self.net = dist.wrap_model(ctx, self.model, device)
+        self.optimizer = build_training_optimizer(self.config.optimizer, self.model, self.weighting)
+        self.base_lrs = [g["initial_lr"] for g in self.optimizer.param_groups]
+        self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self.epoch = self.global_step = self.bad_epochs = self.best_epoch = 0
+        self.best_value = -math.inf if self.higher else math.inf
+        self.best_metrics: dict[str, dict[str, float]] = {}
+        self.history: list[dict[str, Any]] = []
+        self.images = 0
+        self.train_time = self.time_s = 0.0
+        self.stopped_early = False
+        self.baseline: dict[str, Any] = {}
+        self.sparsity: dict[str, float] = {}
+
+    def _monitor_direction(self) -> tuple[str, bool]:
+        monitor = self.config.train.monitor
+        if monitor == "loss":
+            return monitor, False
+        task, _, metric = monitor.partition(".")
+        if metric == "loss":
+            return monitor, False
+        directions = self.tasks[task].metrics
+        if metric not in directions:
+            raise ConfigError(f"train.monitor {monitor!r}: task {task!r} has metrics {sorted(directions)} (or loss)")
+        return monitor, directions[metric]
+
+    # ------------------------------------------------------------------ run
+    def execute(self, resume: bool) -> TrainResult:
+        last = self.out / LAST
+        if resume and last.is_file():
+            self._restore(load_checkpoint(last))
+        elif last.is_file():
+            raise ConfigError(
+                f"{self.out} already holds a run ({LAST}); pass --resume to continue it or choose another --out")
+        else:
+            if resume:
+                self.reporter.message(f"nothing to resume in {self.out}; starting a new run")
+            self._start_fresh()
+        total = self.config.train.epochs
+        self.reporter.start("run", "training", total=total)
+        self.reporter.advance("run", steps=self.epoch)
+        while self.epoch < total and not self.stopped_early:
+            self._train_epoch()
+        self.reporter.finish("run")
+        test = self._test_best()
+        return self._result(test)
+
+    def _start_fresh(self) -> None:
+        if self.ctx.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            for name in (METRICS, SPARSITY):
+                (self.out / name).unlink(missing_ok=True)
+            write_text(self.out / CONFIG, self.config.to_yaml())
+        bs = self.config.train.batch_size
+        self.baseline = fit_baselines(self.tasks, eval_loader(self.train_set, bs))
+
+    def _restore(self, ckpt: Checkpoint) -> None:
+        stored = ckpt.config
+        for key in _RESUME_MUST_MATCH:
+            if stored.get(key) != self.config.to_dict()[key]:
+                raise ConfigError(f"cannot resume {self.out}: its '{key}' section differs from this config")
+        if (stored.get("optimizer") or {}).get("name") != self.config.optimizer.name:
+            raise ConfigError(f"cannot resume {self.out}: it was trained with another optimizer.name")
+        extra = ckpt.extra
+        self.model.load_state_dict(ckpt.state_dict)
+        self.weighting.load_state_dict(extra["loss_weighting"])
+        if ckpt.optimizer is not None:
+            self.optimizer.load_state_dict(ckpt.optimizer)
+        self.epoch, self.global_step = ckpt.epoch, int(extra["global_step"])
+        self.history = list(extra.get("history", []))
+        best = extra.get("best", {})
+        self.best_epoch, self.best_value = int(best.get("epoch", 0)), float(best.get("value", self.best_value))
+        self.best_metrics = best.get("metrics", {})
+        self.bad_epochs = int(extra.get("bad_epochs", 0))
+        self.stopped_early = bool(extra.get("stopped_early", False))
+        self.images, self.train_time = int(extra.get("images", 0)), float(extra.get("train_time_s", 0.0))
+        self.time_s = float(extra.get("time_s", 0.0))
+        self.baseline = extra.get("baseline", {})
+        self.sparsity = extra.get("sparsity", {})
+        if self.ctx.is_main:
+            _truncate_jsonl(self.out / METRICS, self.epoch)
+            _truncate_jsonl(self.out / SPARSITY, self.epoch)
+        restore_rng(extra["rng"])
+        self.reporter.message(f"resumed {self.out} after epoch {self.epoch}")
+
+    # ------------------------------------------------------------------ one epoch
+    def _train_epoch(self) -> None:
+        cfg, epoch = self.config.train, self.epoch
+        start = time.perf_counter()
+        set_epoch(self.loader, epoch)
+        self.net.train()
+        self.weighting.train()
+        self.reporter.start("epoch", f"epoch {epoch + 1}/{cfg.epochs}", total=self.steps)
+        sums = {name: torch.zeros((), device=self.device) for name in (*self.tasks, "total")}
+        report_every = max(1, self.steps // 50)
+        images = reported = 0
+        lr = self.optimizer.param_groups[0]["lr"]
+        for i, batch in enumerate(self.loader):
+            batch = to_device(batch, self.device)
+            factor = lr_factor(self.config.schedule, self.global_step, self.steps, cfg.epochs)
+            lr = set_lr(self.optimizer, self.base_lrs, factor)
+            outputs = self.net(batch["image"])
+            losses = {name: task.loss(outputs[name], batch) for name, task in self.tasks.items()}
+            loss = self.weighting(losses)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+            self.optimizer.step()
+            self.global_step += 1
+            images += int(batch["image"].shape[0])
+            for name, value in losses.items():
+                sums[name] += value.detach()
+            sums["total"] += loss.detach()
+            if (i + 1) % report_every == 0 or i + 1 == self.steps:
+                current = float(loss.detach())
+                if not math.isfinite(current):
+                    raise ConfigError(f"the loss became {current} at epoch {epoch + 1} step {i + 1}; "
+                                      "lower optimizer.lr or set train.grad_clip")
+                self.reporter.advance("epoch", steps=i + 1 - reported, loss=current, lr=lr)
+                reported = i + 1
+        self.reporter.finish("epoch")
+        seconds = time.perf_counter() - start
+        self.images += images
+        self.train_time += seconds
+        self.epoch += 1
+        train_losses = {k: float(v) / max(self.steps, 1) for k, v in sums.items()}
+        self._end_epoch(train_losses, lr, images / max(seconds, 1e-9), start)
+
+    def _end_epoch(self, train_losses: dict[str, float], lr: float, ips: float, start: float) -> None:
+        cfg, epoch = self.config.train, self.epoch
+        val: dict[str, dict[str, float]] = {}
+        improved = False
+        if self.ctx.is_main and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
+            loader = eval_loader(self.val_set, cfg.batch_size)
+            val = evaluate(self.model, self.tasks, loader, self.device, with_loss=True)
+            value = self._monitored(val)
+            if self.higher:
+                improved = value > self.best_value + cfg.min_delta
+            else:
+                improved = value < self.best_value - cfg.min_delta
+            if improved or self.best_epoch == 0:  # the first evaluation is always the best so far
+                self.best_value, self.best_epoch, self.best_metrics = value, epoch, val
+                self.bad_epochs = 0
+            else:
+                self.bad_epochs += 1
+            self.stopped_early = cfg.patience > 0 and self.bad_epochs >= cfg.patience
+        self.stopped_early = dist.broadcast_flag(self.ctx, self.stopped_early, self.device)
+        sparsity = self._sparsity_report() if self.ctx.is_main else None
+        self.time_s += time.perf_counter() - start
+        record = {
+            "epoch": epoch, "step": self.global_step, "train": train_losses, "val": val,
+            "monitor": {self.monitor: self._monitored(val)} if val else {}, "lr": lr,
+            "task_weights": self.weighting.weights(), "time_s": time.perf_counter() - start,
+            "images_per_s": ips, "best": self.best_epoch == epoch,
+        }
+        if sparsity is not None:
+            record["group_sparsity"] = sparsity.get("group_sparsity")
+        self.history.append({"epoch": epoch, "train_loss": train_losses["total"],
+                             "monitor": record["monitor"].get(self.monitor), "lr": lr})
+        if self.ctx.is_main:
+            ckpt = self._checkpoint(val)
+            save_checkpoint(self.out / LAST, ckpt)
+            if self.best_epoch == epoch:
+                save_checkpoint(self.out / BEST, ckpt)
+            append_jsonl(self.out / METRICS, record)
+            if sparsity is not None:
+                append_jsonl(self.out / SPARSITY, {"epoch": epoch, **sparsity})
+        fields: dict[str, Any] = {"loss": train_losses["total"]}
+        if val:
+            fields[f"val_{self.monitor}"] = self._monitored(val)
+        if self.sparsity:
+            fields["group_sparsity"] = self.sparsity.get("group_sparsity")
+        self.reporter.advance("run", **fields)
+        if self.stopped_early:
+            self.reporter.message(
+                f"early stop after epoch {epoch}: {self.monitor} did not improve for {cfg.patience} evaluations")
+
+    def _monitored(self, val: dict[str, dict[str, float]]) -> float:
+        if self.monitor == "loss":
+            return sum(v["loss"] for v in val.values())
+        task, _, metric = self.monitor.partition(".")
+        return float(val[task][metric])
+
+    def _sparsity_report(self) -> dict[str, Any] | None:
+        try:
+            from mtlexport.sparsity import sparsity_report
+        except ImportError:
+            return None
+        full = sparsity_report(self.model, self.config.optimizer.group_scope).to_dict()
+        self.sparsity = {k: v for k, v in full.items() if isinstance(v, (int, float))}
+        return full
+
+    def _checkpoint(self, metrics: dict[str, dict[str, float]]) -> Checkpoint:
+        extra = {
+            "loss_weighting": {k: v.detach().cpu() for k, v in self.weighting.state_dict().items()},
+            "task_weights": self.weighting.weights(), "global_step": self.global_step,
+            "history": self.history,
+            "best": {"epoch": self.best_epoch, "value": self.best_value, "metrics": self.best_metrics},
+            "monitor": self.monitor, "bad_epochs": self.bad_epochs, "stopped_early": self.stopped_early,
+            "images": self.images, "train_time_s": self.train_time, "time_s": self.time_s,
+            "baseline": self.baseline, "sparsity": self.sparsity, "rng": capture_rng(),
+        }
+        return Checkpoint(spec=self.config.model, state_dict=self.model.state_dict(), config=self.config.to_dict(),
+                          epoch=self.epoch, metrics={"val": metrics}, optimizer=self.optimizer.state_dict(),
+                          extra=extra)
+
+    # ------------------------------------------------------------------ the end
+    def _test_best(self) -> dict[str, dict[str, float]]:
+        if not self.ctx.is_main or not (self.out / BEST).is_file():
+            return {}
+        best = load_checkpoint(self.out / BEST)
+        if "test" in best.metrics:
+            return best.metrics["test"]
+        test_set = open_split(self.config.data, "test")
+        if len(test_set) == 0:  # type: ignore[arg-type]
+            return {}
+        model = best.build_model().to(self.device)
+        test = evaluate(model, self.tasks, eval_loader(test_set, self.config.train.batch_size), self.device)
+        save_checkpoint(self.out / BEST, replace(best, metrics={**best.metrics, "test": test}))
+        return test
+
+    def _result(self, test: dict[str, dict[str, float]]) -> TrainResult:
+        return TrainResult(
+            run_dir=str(self.out), best_checkpoint=str(self.out / BEST), last_checkpoint=str(self.out / LAST),
+            epochs_run=self.epoch, best_epoch=self.best_epoch, monitor=self.monitor, best_value=self.best_value,
+            best_metrics=self.best_metrics, test_metrics=test, task_weights=self.weighting.weights(),
+            history=self.history, stopped_early=self.stopped_early, time_s=self.time_s,
+            images_per_s=self.images / max(self.train_time, 1e-9), seed=self.config.train.seed,
+            sparsity=self.sparsity,
+        )
+
+
+def _truncate_jsonl(path: Path, max_epoch: int) -> None:
+    """Drop lines of epochs after ``max_epoch`` (written after the checkpoint a run resumes from)."""
+    import json
+
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line).get("epoch", 0) <= max_epoch]
+    write_text(path, "".join(line + "\n" for line in keep))

@@ -19,6 +19,8 @@ def parse_key_values(items: list[str], option: str) -> dict[str, Any]:
     """``["a=1", "b=x"]`` as ``{"a": 1, "b": "x"}`` (values parsed as YAML)."""
     import yaml
 
+    from mtlexport.yamlio import load_yaml
+
     from mtlexport.errors import ConfigError
 
     out: dict[str, Any] = {}
@@ -27,7 +29,7 @@ def parse_key_values(items: list[str], option: str) -> dict[str, Any]:
         if not sep or not key:
             raise ConfigError(f"{option} {item!r} must look like KEY=VALUE")
         try:
-            out[key] = yaml.safe_load(raw) if raw else None
+            out[key] = load_yaml(raw) if raw else None
         except yaml.YAMLError:
             raise ConfigError(f"{option} {item!r}: the value is not valid YAML") from None
     return out

@@ -166,9 +166,11 @@ class ModelSpec:
         """Load a spec from a ``.json`` or ``.yaml`` file (a ``model:`` section is accepted)."""
         import yaml
 
+        from mtlexport.yamlio import load_yaml
+
         p = Path(path)
         try:
-            data = yaml.safe_load(p.read_text())
+            data = load_yaml(p.read_text())
         except OSError as exc:
             raise ConfigError(f"cannot read model spec {p}: {exc.strerror}") from None
         except yaml.YAMLError as exc:

@@ -269,9 +269,11 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     """The raw mapping in a YAML or JSON config file."""
     import yaml
 
+    from mtlexport.yamlio import load_yaml
+
     p = Path(path)
     try:
-        data = yaml.safe_load(p.read_text())
+        data = load_yaml(p.read_text())
     except OSError as exc:
         raise ConfigError(f"cannot read config {p}: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
@@ -283,11 +285,13 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """Apply ``a.b.c=value`` items (value parsed with ``yaml.safe_load``; list items by index,
+    """Apply ``a.b.c=value`` items (value parsed as YAML, ``1e-5`` being a float; list items by index,
     e.g. ``model.tasks.0.head.width=32``) to a deep copy of ``data``."""
     import copy
 
     import yaml
+
+    from mtlexport.yamlio import load_yaml
 
     out = copy.deepcopy(data)
     for item in overrides:
@@ -295,7 +299,7 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} must look like section.key=value")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = load_yaml(raw) if raw.strip() else None
         except yaml.YAMLError:
             raise ConfigError(f"override {item!r}: the value is not valid YAML") from None
         parts = key.strip().split(".")

@@ -6,9 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mtlexport.data.labels import IGNORE_INDEX
 from mtlexport.tasks.base import TASKS, Meter, Task, Tolerance
-
-IGNORE_INDEX = 255
 
 
 class ConfusionMeter(Meter):

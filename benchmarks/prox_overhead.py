@@ -1,10 +1,15 @@
 """Optimizer step time of ProxAdam (adaptive and uniform prox) relative to AdamW.
 
-Measured side by side on the parameters of the paper's dilated ResNet-50 backbone (output
-stride 8, deep stem) with fixed random gradients; repeats are interleaved so machine load hits
-every optimizer alike, and the median is reported. Target: ProxAdam step <= 3x AdamW's.
+1. Step time on the parameters of the paper's dilated ResNet-50 backbone (output stride 8,
+   deep stem) with fixed random gradients. Target: ProxAdam step <= 3x AdamW's.
+2. Share of a full training iteration (forward + backward + optimizer step) on the quick config
+   (``sample_models/quick.yaml`` at its batch size) taken by the proximal step, i.e. ProxAdam's
+   step minus AdamW's. Target: <= 10%.
 
-    python benchmarks/prox_overhead.py [--repeats 15] [--lam 1e-5] [--threads N]
+Repeats are interleaved so machine load hits every variant alike; medians are reported, with
+the load average (the machine may be shared). CUDA runs too when a GPU is available.
+
+    python benchmarks/prox_overhead.py [--repeats 15] [--lam 1e-5] [--threads N] [--skip-iteration]
 """
 
 from __future__ import annotations
@@ -82,12 +87,54 @@ def bench(device: str, repeats: int, lam: float, lr: float) -> dict[str, float]:
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+def iteration_share(device: str, repeats: int, lam: float, config: str) -> dict[str, float]:
+    """Median ms of forward+backward, AdamW step and ProxAdam step on the quick config."""
+    from torch.utils.data import DataLoader
+
+    from mtlexport.models import create_model
+    from mtlexport.tasks import build_tasks
+    from mtlexport.train import TrainConfig, resolve_config
+    from mtlexport.train.loaders import open_split
+
+    cfg = resolve_config(TrainConfig.from_file(config))
+    tasks = build_tasks(cfg.model)
+    batch = next(iter(DataLoader(open_split(cfg.data, "train"), batch_size=cfg.train.batch_size)))
+    batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    lr, wd = cfg.optimizer.lr, cfg.optimizer.weight_decay
+    runs = {}
+    for name in ("adamw", "proxadam"):
+        torch.manual_seed(0)
+        model = create_model(cfg.model).to(device).train()
+        groups = split_param_groups(model)
+        opt = (torch.optim.AdamW(groups, lr=lr, weight_decay=wd, foreach=True) if name == "adamw"
+               else ProxAdam(groups, lr=lr, weight_decay=wd, lam=lam, prox="adaptive"))
+        runs[name] = (model, opt)
+    times: dict[str, list[float]] = {"fwd+bwd": [], "adamw": [], "proxadam": []}
+    for i in range(repeats + 2):  # two warm-up rounds
+        for name, (model, opt) in runs.items():
+            opt.zero_grad(set_to_none=True)
+            _sync()
+            start = time.perf_counter()
+            out = model(batch["image"])
+            sum(task.loss(out[t], batch) for t, task in tasks.items()).backward()
+            _sync()
+            mid = time.perf_counter()
+            opt.step()
+            _sync()
+            if i >= 2:
+                times["fwd+bwd"].append((mid - start) * 1e3)
+                times[name].append((time.perf_counter() - mid) * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--lam", type=float, default=1e-5)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: torch default)")
+    parser.add_argument("--config", default="sample_models/quick.yaml", help="config of the iteration-share run")
+    parser.add_argument("--skip-iteration", action="store_true", help="only the backbone step ratios")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -102,11 +149,23 @@ def main() -> None:
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for device in devices:
         times = bench(device, args.repeats, args.lam, args.lr)
+        load = os.getloadavg()[0]
         base = times["adamw"]
         label = torch.cuda.get_device_name() if device == "cuda" else "cpu"
-        print(f"\n[{label}] optimizer step, median ms (ratio to AdamW foreach)")
+        print(f"\n[{label}] backbone optimizer step, median ms (ratio to AdamW foreach), load average {load:.1f}")
         for name, ms in times.items():
             print(f"  {name:<20} {ms:9.2f} ms  {ms / base:5.2f}x")
+        if args.skip_iteration:
+            continue
+        it = iteration_share(device, args.repeats, args.lam, args.config)
+        prox = max(it["proxadam"] - it["adamw"], 0.0)
+        total = it["fwd+bwd"] + it["proxadam"]
+        print(f"[{label}] training iteration on {args.config} (median ms, load average {os.getloadavg()[0]:.1f})")
+        print(f"  forward+backward     {it['fwd+bwd']:9.2f} ms")
+        print(f"  AdamW step           {it['adamw']:9.2f} ms")
+        print(f"  ProxAdam step        {it['proxadam']:9.2f} ms  ({it['proxadam'] / it['adamw']:.2f}x AdamW)")
+        print(f"  proximal step share  {100 * prox / total:8.1f} %  of forward+backward+ProxAdam step "
+              f"(optimizer step {100 * it['proxadam'] / total:.1f} %)")
 
 
 if __name__ == "__main__":

@@ -57,7 +57,8 @@ def _check(lr: float, lam: float, prox: str) -> None:
         raise ConfigError(f"unknown prox mode {prox!r}; valid modes: {', '.join(PROX_MODES)}")
 
 
-def _apply_group_prox(group: dict[str, Any], params: list[Tensor], denoms: list[Tensor] | None) -> None:
+def _apply_group_prox(group: dict[str, Any], params: list[Tensor], denoms: list[Tensor] | None,
+                      scratch: _Scratch) -> None:
     """Replace each weight ``z`` of a group-lasso param group by its prox, in place.
 
     ``denoms`` are the per-element preconditioners ``D`` (``None``: the identity, for SGD).
@@ -73,14 +74,36 @@ def _apply_group_prox(group: dict[str, Any], params: list[Tensor], denoms: list[
         if p.dim() <= group_dim:
             raise ConfigError(f"a {layout} group-lasso parameter needs >{group_dim} dims, got {tuple(p.shape)}")
         tau = lr * lam * math.sqrt(p.numel() // p.shape[group_dim])
+        work = scratch.get(p)
         if denoms is None:
-            prox_group_l2_uniform(p, 1.0, tau, group_dim=group_dim, out=p)
+            prox_group_l2_uniform(p, 1.0, tau, group_dim=group_dim, out=p, work=work)
         elif group["prox"] == "uniform":
             # Approximation: D replaced by its per-group mean -> closed-form soft-threshold.
             d_mean = group_sum(denoms[i], group_dim) / (p.numel() // p.shape[group_dim])
-            prox_group_l2_uniform(p, d_mean, tau, group_dim=group_dim, out=p)
+            prox_group_l2_uniform(p, d_mean, tau, group_dim=group_dim, out=p, work=work)
         else:
-            prox_group_l2(p, denoms[i], tau, group_dim=group_dim, out=p)
+            prox_group_l2(p, denoms[i], tau, group_dim=group_dim, out=p, work=work)
+
+
+class _Scratch:
+    """One reusable flat buffer per (device, dtype), as large as the largest parameter seen.
+
+    Lives beside the optimizer state, never in it: ``state_dict()`` stays weights-only loadable
+    and identical with or without it, and the prox overwrites the buffer before reading it, so
+    results do not depend on its contents (resume stays exact).
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+
+    def get(self, p: Tensor) -> Tensor:
+        dtype = torch.float64 if p.dtype == torch.float64 else torch.float32
+        key = (p.device, dtype)
+        buf = self._buffers.get(key)
+        if buf is None or buf.numel() < p.numel():
+            buf = torch.empty(p.numel(), dtype=dtype, device=p.device)
+            self._buffers[key] = buf
+        return buf
 
 
 def _grads_of(group: dict[str, Any]) -> tuple[list[Tensor], list[Tensor]]:
@@ -122,6 +145,7 @@ class ProxAdam(Optimizer):
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, lam=lam,
                         prox=prox, group_lasso=False, layout="in_channel")
         super().__init__(params, defaults)
+        self._scratch = _Scratch()
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
@@ -135,7 +159,7 @@ class ProxAdam(Optimizer):
             if not params:
                 continue
             denoms = self._adamw(group, params, grads)
-            _apply_group_prox(group, params, denoms)
+            _apply_group_prox(group, params, denoms, self._scratch)
         return loss
 
     def _adamw(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> list[Tensor]:
@@ -192,6 +216,7 @@ class ProxSGD(Optimizer):
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                         nesterov=nesterov, lam=lam, prox="uniform", group_lasso=False, layout="in_channel")
         super().__init__(params, defaults)
+        self._scratch = _Scratch()
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
@@ -218,7 +243,7 @@ class ProxSGD(Optimizer):
                     bufs.append(state["momentum_buffer"])
                 grads = torch._foreach_add(grads, bufs, alpha=momentum) if group["nesterov"] else bufs
             torch._foreach_add_(params, grads, alpha=-lr)
-            _apply_group_prox(group, params, None)
+            _apply_group_prox(group, params, None, self._scratch)
         return loss
 
 

@@ -1,0 +1,87 @@
+"""``mtlexport sweep``: train one config at several group-lasso strengths and tabulate the trade-off."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cli._common import JsonOpt, OutDirOpt, RichReporter, emit_json, make_table, stdout
+from cli.train import ConfigOpt, SetOpt
+
+LambdasOpt = Annotated[str, typer.Option(
+    "--lambdas", help="Comma-separated group-lasso strengths, e.g. 0,1e-6,1e-5,1e-4.", show_default=False)]
+TrialsOpt = Annotated[int, typer.Option("--trials", min=1, help="Seeds per lambda (seed..seed+N-1): mean +- std.")]
+NoPlotOpt = Annotated[bool, typer.Option("--no-plots", help="Skip metric_vs_lambda.png and sparsity_vs_lambda.png.")]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``sweep`` command to ``app``."""
+
+    @app.command("sweep")
+    def sweep_command(
+        config: ConfigOpt,
+        lambdas: LambdasOpt,
+        out: OutDirOpt,
+        trials: TrialsOpt = 1,
+        set_: SetOpt = None,
+        no_plots: NoPlotOpt = False,
+        json: JsonOpt = False,
+    ) -> None:
+        """Train at every lambda (lambda 0 = the dense baseline, same optimizer), write OUT/summary.csv,
+        summary.json and plots; rerun the same command to continue an interrupted sweep."""
+        from mtlexport.train import TrainConfig
+        from mtlexport.train.sweep import sweep
+
+        lams = parse_lambdas(lambdas)
+        cfg = TrainConfig.from_file(config, set_ or ())
+        reporter = RichReporter(enabled=not json)
+        try:
+            result = sweep(cfg, lams, trials, out, reporter, plots=not no_plots)
+        finally:
+            reporter.close()
+        if json:
+            emit_json(result.to_dict())
+        else:
+            render_sweep(result)
+
+
+def parse_lambdas(text: str) -> list[float]:
+    """``"0,1e-6,1e-5"`` -> floats; a bad item is a one-line ConfigError."""
+    from mtlexport.errors import ConfigError
+
+    values = []
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        try:
+            values.append(float(item))
+        except ValueError:
+            raise ConfigError(f"--lambdas: {item.strip()!r} is not a number (expected e.g. 0,1e-6,1e-5)") from None
+    if not values:
+        raise ConfigError("--lambdas needs at least one value, e.g. 0,1e-6,1e-5")
+    return values
+
+
+def render_sweep(result: Any) -> None:
+    """The paper's table: headline metric mean +- std per task, % sparsity, Delta_T vs the baseline."""
+    columns = ["lambda"]
+    for task, metric in result.headline.items():
+        columns.append(f"{task}\n{metric} {'↑' if result.higher_is_better.get(task, True) else '↓'}")
+    columns += ["% group\nsparsity", "% params\nzero", "Delta_T\n(%)"]
+    rows = []
+    for row in result.rows:
+        line: list[Any] = [f"{row.lam:g}"]
+        for task, metric in result.headline.items():
+            m = row.metrics.get(f"{task}.{metric}")
+            line.append(f"{m['mean']:.4f} ± {m['std']:.4f}" if m else None)
+        line += [row.group_sparsity["mean"], row.param_sparsity["mean"], row.delta.get("overall")]
+        rows.append(line)
+    title = (f"{result.optimizer}, {result.trials} trial(s) per lambda, {result.split} metrics, "
+             f"Delta_T vs lambda={result.baseline_lam:g}")
+    stdout.print(make_table(title, columns, rows))
+    reused = sum(r.reused for r in result.rows)
+    if reused:
+        stdout.print(f"{reused} finished run(s) reused from an earlier sweep")
+    stdout.print("files: " + ", ".join(Path(f).name for f in result.files) + f" in {result.out_dir}")

@@ -2,7 +2,8 @@
 
 Owns which conv weights form channel groups (``groups``), the group lasso proximal operators
 (``prox``), the optimizers that apply them and the ``OPTIMIZERS`` registry (``optim``), and the
-sparsity accounting (``stats``). The optimizer owns the zeros: the proximal step is the last
+sparsity accounting (``stats``) and its figures (``plots``, paper Fig. 3 and 4; matplotlib is
+imported only there). The optimizer owns the zeros: the proximal step is the last
 operation of a step and sets whole groups exactly to 0.0.
 
 Training wires it as ``build_optimizer(name, split_param_groups(model, scope, extra), ...)``.

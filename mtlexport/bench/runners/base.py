@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mtlexport.bench.harness import Clock, HostClock
+from mtlexport.bench.harness import Clock, CudaEventClock, HostClock
 from mtlexport.bench.settings import BenchSettings
 from mtlexport.bench.source import ModelSource
 from mtlexport.errors import ConfigError, MtlexportError
@@ -103,14 +103,22 @@ class Runner(ABC):
 
     # --- what the harness and reports need --------------------------------------------------
 
+    #: The torch.cuda.Stream a GPU runner enqueues its work on (None on the CPU).
+    _stream: Any = None
+
+    @property
+    def on_cuda(self) -> bool:
+        """True when the runner works on a CUDA device."""
+        return self.settings.device == "cuda"
+
     @property
     def transfers(self) -> bool:
         """True when H2D / D2H are separate, timed device stages."""
-        return False
+        return self.on_cuda and self.settings.transfers
 
     def clock(self) -> Clock:
-        """The clock device work is timed with (host clock unless overridden)."""
-        return HostClock()
+        """CUDA events on the runner's stream on a GPU, the host clock otherwise."""
+        return CudaEventClock(self._stream) if self.on_cuda else HostClock()
 
     @property
     def precision(self) -> str:

@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 
-from mtlexport.bench.harness import Clock, CudaEventClock, HostClock
 from mtlexport.bench.runners.base import RUNNERS, Runner
 from mtlexport.bench.source import export_checkpoint_onnx
 from mtlexport.errors import BackendUnavailableError, ConfigError
@@ -100,21 +99,10 @@ class OrtRunner(Runner):
             return export_checkpoint_onnx(src.checkpoint, src.input_shape, folder / "model.onnx")
         raise ConfigError(f"backend ort needs a .onnx, an export directory or a checkpoint; {src.path} is a {src.kind}")
 
-    @property
-    def _cuda(self) -> bool:
-        return self.settings.device == "cuda"
-
-    @property
-    def transfers(self) -> bool:
-        return self._cuda and self.settings.transfers
-
-    def clock(self) -> Clock:
-        return CudaEventClock(self._stream) if self._cuda else HostClock()
-
     def _prepare_impl(self, images: np.ndarray) -> None:
         sess = self._session
         self._binding = sess.io_binding()
-        if not self._cuda:
+        if not self.on_cuda:
             self._host_x = images
             self._binding.bind_cpu_input(self._input, images)
             first = sess.run(list(self._names), {self._input: images})
@@ -145,11 +133,11 @@ class OrtRunner(Runner):
                 self._host_out[n].copy_(buf, non_blocking=True)
 
     def _synchronize_impl(self) -> None:
-        if self._cuda:
+        if self.on_cuda:
             self._stream.synchronize()
 
     def _outputs_impl(self) -> dict[str, Any]:
-        if not self._cuda:
+        if not self.on_cuda:
             return {n: self._host_out[n].copy() for n in self._names}
         self.synchronize()
         src = self._host_out if self.transfers else self._dev_out

@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 
-from mtlexport.bench.harness import Clock, CudaEventClock, HostClock
 from mtlexport.bench.runners.base import RUNNERS, Runner
 from mtlexport.errors import BackendUnavailableError, ConfigError
 
@@ -48,19 +47,8 @@ class TorchRunner(Runner):
         self._out: dict[str, Any] = {}
         self._host_out: dict[str, Any] = {}
 
-    @property
-    def _cuda(self) -> bool:
-        return self.settings.device == "cuda"
-
-    @property
-    def transfers(self) -> bool:
-        return self._cuda and self.settings.transfers
-
-    def clock(self) -> Clock:
-        return CudaEventClock(self._stream) if self._cuda else HostClock()
-
     def _stream_ctx(self) -> contextlib.AbstractContextManager[Any]:
-        return self._torch.cuda.stream(self._stream) if self._cuda else contextlib.nullcontext()
+        return self._torch.cuda.stream(self._stream) if self.on_cuda else contextlib.nullcontext()
 
     def _forward(self) -> dict[str, Any]:
         torch = self._torch
@@ -75,7 +63,7 @@ class TorchRunner(Runner):
         fmt = torch.channels_last if self.settings.channels_last else torch.contiguous_format
         host = torch.from_numpy(images)
         self._graph = None
-        if not self._cuda:
+        if not self.on_cuda:
             self._x = host.contiguous(memory_format=fmt)
             return
         self._host_x = host.pin_memory()

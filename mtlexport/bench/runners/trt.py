@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 
-from mtlexport.bench.harness import Clock, CudaEventClock
 from mtlexport.bench.runners.base import RUNNERS, Runner
 from mtlexport.errors import BackendUnavailableError, ConfigError, ExportError
 
@@ -59,13 +58,6 @@ class TrtRunner(Runner):
             raise ExportError(f"{self.source.plan} has inputs {self._inputs}; mtlexport plans have one (images)")
         self._stream = torch.cuda.Stream()
         self._graph: Any = None
-
-    @property
-    def transfers(self) -> bool:
-        return self.settings.transfers
-
-    def clock(self) -> Clock:
-        return CudaEventClock(self._stream)
 
     def _torch_dtype(self, name: str) -> Any:
         return self._torch.from_numpy(np.empty(0, dtype=self._trt.nptype(self._engine.get_tensor_dtype(name)))).dtype

@@ -123,3 +123,13 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         versions=raw.get("versions") or {},
         path=p,
     )
+
+
+def strip_training_state(ckpt: Checkpoint) -> Checkpoint:
+    """A copy for distribution: no optimizer state or RNG state (it can no longer resume
+    training exactly, but evaluates, slims, exports and benches the same)."""
+    from dataclasses import replace
+
+    extra = {k: v for k, v in ckpt.extra.items() if k != "rng"}
+    extra["stripped"] = True
+    return replace(ckpt, optimizer=None, extra=extra)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from cli._common import JsonOpt, RichReporter, emit_json, make_table, stdout
-from mtlexport.demo import DEFAULT_EPOCHS, DEFAULT_LAMBDA, DemoOptions
+from mtlexport.demo import DEFAULT_LAMBDA, DemoOptions
 
 HELP = """Train a dense and a group-sparse model, slim, export and benchmark them: one table.
 
@@ -30,7 +30,7 @@ def demo(
     lam: Annotated[float | None, typer.Option("--lambda", help="Group-lasso strength of the sparse run.",
                                               show_default=str(DEFAULT_LAMBDA))] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Epochs per training run.",
-                                            show_default=str(DEFAULT_EPOCHS))] = None,
+                                            show_default="the config's")] = None,
     round_to: Annotated[int | None, typer.Option("--round-to", min=1, help="Keep every slimmed width a multiple of N.",
                                                  show_default=str(DemoOptions.round_to))] = None,
     bench_seconds: Annotated[float | None, typer.Option("--bench-seconds", help="Timed seconds per model, backend "
@@ -62,10 +62,10 @@ def demo(
 
 
 def _render(result: Any) -> None:  # DemoResult, imported lazily
-    from mtlexport.demo import TABLE_COLUMNS, format_cell, summary_rows
+    from mtlexport.demo import TABLE_COLUMNS, epochs_trained, format_cell, summary_rows
 
     o = result.options
-    how = "sample checkpoints" if o.skip_train else f"{o.epochs} epoch(s) each"
+    how = "sample checkpoints" if o.skip_train else f"{epochs_trained(result)} epoch(s) each"
     title = f"dense vs group-sparse (lambda {result.lam:g}) -> slim, {how}"
     rows = [[format_cell(v) for v in row] for row in summary_rows(result)]
     table = make_table(title, list(TABLE_COLUMNS), rows)

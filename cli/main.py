@@ -6,12 +6,15 @@ import importlib
 import os
 import sys
 
-import click
 import typer
 
 from mtlexport.errors import MtlexportError
 
 DEBUG_ENV = "MTLEXPORT_DEBUG"
+
+# typer >= 0.22 vendors click (typer._click) and no longer installs it; older typer uses click
+# itself. Reach the usage-error base class through typer's public BadParameter either way.
+_UsageErrorBase: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 # Modules that define a ``register(app)`` function; missing ones are skipped so that
 # commands can land one at a time.
@@ -59,12 +62,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except _UsageErrorBase as exc:
+        exc.show()  # type: ignore[attr-defined]
+        return exc.exit_code  # type: ignore[attr-defined]
+    except (typer.Abort, KeyboardInterrupt):
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # the last line of defence: one line, no traceback

@@ -45,7 +45,7 @@ def render(report: Any, layers: bool) -> None:
         stdout.print(f"group sparsity ({s.get('scope')}): {s['zero_groups']}/{s['num_groups']} groups "
                      f"= {s['group_sparsity']:.2f}%  params in zero groups {s['param_sparsity']:.2f}%")
     if report.slim:
-        stdout.print(make_table("slim", ["key", "value"], [[k, _short(v)] for k, v in report.slim.items()]))
+        stdout.print(make_table("slimmed from", ["", "value"], _slim_rows(report.slim)))
     if layers:
         rows = [[lay.name, lay.type, lay.in_channels, lay.out_channels, _tup(lay.kernel), _tup(lay.stride),
                  _tup(lay.dilation), lay.groups, lay.params, lay.zero_in_channels] for lay in report.layers]
@@ -60,6 +60,19 @@ def _tup(t: tuple[int, ...]) -> str:
     return "x".join(str(v) for v in t) if t else "-"
 
 
-def _short(value: Any) -> str:
-    text = str(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+def _slim_rows(slim: dict[str, Any]) -> list[list[Any]]:
+    """The headline of the slim report stored in the checkpoint (``--json`` has all of it)."""
+    verification = slim.get("verification") or {}
+    kept = {k: v for k, v in (slim.get("kept") or {}).items() if v}
+    rows: list[list[Any]] = [
+        ["source", slim.get("source")],
+        ["parameters before / after", f"{slim.get('params_before', 0):,} / {slim.get('params_after', 0):,}"],
+        ["MACs/sample before / after", f"{slim.get('macs_before', 0):,} / {slim.get('macs_after', 0):,}"],
+        ["group sparsity / realised", f"{100 * slim.get('group_sparsity', 0):.1f}% / {100 * slim.get('realised', 0):.1f}%"],
+        ["channels removable / removed", f"{slim.get('removable')} / {slim.get('removed')}"],
+        ["kept although dead", ", ".join(f"{k} {v}" for k, v in kept.items()) or "none"],
+        ["round to", slim.get("round_to")],
+        ["verification", f"{'passed' if verification.get('passed') else 'FAILED'}, max rel error "
+                         f"{verification.get('max_rel_error', float('nan')):.2e} (tol {verification.get('tol')})"],
+    ]
+    return rows

@@ -8,7 +8,9 @@ slimming report) and ``versions``. No module or class is ever pickled.
 
 from __future__ import annotations
 
+import pickle
 import platform
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,9 +97,16 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"checkpoint {p} does not exist; pass the .pt file written by 'mtlexport train' or 'slim'")
+    if not zipfile.is_zipfile(p):
+        raise CheckpointError(f"{p} is not a checkpoint written by torch.save (not a zip archive), or it is corrupt")
     try:
         raw = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a bad file; all mean the same to the user
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"{p} holds pickled Python objects, not only tensors and plain data; mtlexport never unpickles "
+            "arbitrary objects: save model.state_dict() instead of the whole model"
+        ) from None
+    except Exception as exc:  # torch raises many types for a damaged file; all mean the same to the user
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CheckpointError(f"cannot read checkpoint {p}: {first[:200]}") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:

@@ -9,6 +9,7 @@ never group-sparse). ``fixed`` uses constant weights. Add a scheme by subclassin
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -18,19 +19,20 @@ from mtlexport.registry import Registry
 from mtlexport.train.config import LossWeightingConfig
 
 
-class LossWeighting(nn.Module):
+class LossWeighting(nn.Module, ABC):
     """Combines ``{task: loss}`` into a scalar; ``weights()`` gives the current task weights."""
 
     def __init__(self, task_names: Sequence[str]) -> None:
         super().__init__()
         self.task_names = tuple(task_names)
 
+    @abstractmethod
     def forward(self, losses: Mapping[str, Tensor]) -> Tensor:
-        raise NotImplementedError
+        """The combined loss."""
 
+    @abstractmethod
     def weights(self) -> dict[str, float]:
         """Current multiplier of each task's loss."""
-        raise NotImplementedError
 
 
 LOSS_WEIGHTINGS: Registry[type[LossWeighting]] = Registry("loss weighting")

@@ -30,6 +30,8 @@ reference rebuilt it every epoch, resetting them).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import math
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -118,7 +120,31 @@ def _grads_of(group: dict[str, Any]) -> tuple[list[Tensor], list[Tensor]]:
     return params, grads
 
 
-class ProxAdam(Optimizer):
+class _ProxOptimizer(Optimizer, ABC):
+    """A gradient update (``_update``, returning the metric ``D`` or None for the identity)
+    followed by the proximal step on the group-lasso param groups."""
+
+    _scratch: _Scratch
+
+    @abstractmethod
+    def _update(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> list[Tensor] | None:
+        """Apply the gradient update in place; return the per-element metric ``D`` (or None)."""
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        """One optimizer step, then the proximal step on the group-lasso param groups."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params, grads = _grads_of(group)
+            if params:
+                _apply_group_prox(group, params, self._update(group, params, grads), self._scratch)
+        return loss
+
+
+class ProxAdam(_ProxOptimizer):
     """AdamW plus an adaptive proximal step for param groups with ``group_lasso=True``.
 
     Param-group keys: ``lr, betas, eps, weight_decay`` (as AdamW), ``lam`` (penalty strength),
@@ -147,22 +173,7 @@ class ProxAdam(Optimizer):
         super().__init__(params, defaults)
         self._scratch = _Scratch()
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
-        """One AdamW step, then the proximal step on the group-lasso param groups."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params, grads = _grads_of(group)
-            if not params:
-                continue
-            denoms = self._adamw(group, params, grads)
-            _apply_group_prox(group, params, denoms, self._scratch)
-        return loss
-
-    def _adamw(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> list[Tensor]:
+    def _update(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> list[Tensor]:
         """AdamW's multi-tensor update (same operations as torch's foreach path); returns ``D``."""
         beta1, beta2 = group["betas"]
         lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
@@ -192,7 +203,7 @@ class ProxAdam(Optimizer):
         return list(denoms)
 
 
-class ProxSGD(Optimizer):
+class ProxSGD(_ProxOptimizer):
     """SGD (as ``torch.optim.SGD``) plus group soft-thresholding (paper eq. 5).
 
     After the step, ``x = max(0, 1 - lr * lam * sqrt(n_g) / ||z||) * z`` for every group of a
@@ -218,33 +229,22 @@ class ProxSGD(Optimizer):
         super().__init__(params, defaults)
         self._scratch = _Scratch()
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
-        """One SGD step, then group soft-thresholding on the group-lasso param groups."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params, grads = _grads_of(group)
-            if not params:
-                continue
-            lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
-            if wd != 0:
-                grads = torch._foreach_add(grads, params, alpha=wd)
-            if momentum != 0:
-                bufs = []
-                for p, g in zip(params, grads):
-                    state = self.state[p]
-                    if "momentum_buffer" not in state:
-                        state["momentum_buffer"] = torch.clone(g).detach()
-                    else:
-                        state["momentum_buffer"].mul_(momentum).add_(g, alpha=1 - group["dampening"])
-                    bufs.append(state["momentum_buffer"])
-                grads = torch._foreach_add(grads, bufs, alpha=momentum) if group["nesterov"] else bufs
-            torch._foreach_add_(params, grads, alpha=-lr)
-            _apply_group_prox(group, params, None, self._scratch)
-        return loss
+    def _update(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> None:
+        """``torch.optim.SGD``'s update; the prox then uses the identity metric."""
+        lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
+        if wd != 0:
+            grads = torch._foreach_add(grads, params, alpha=wd)
+        if momentum != 0:
+            bufs = []
+            for p, g in zip(params, grads):
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.clone(g).detach()
+                else:
+                    state["momentum_buffer"].mul_(momentum).add_(g, alpha=1 - group["dampening"])
+                bufs.append(state["momentum_buffer"])
+            grads = torch._foreach_add(grads, bufs, alpha=momentum) if group["nesterov"] else bufs
+        torch._foreach_add_(params, grads, alpha=-lr)
 
 
 # --- registry ---------------------------------------------------------------------------

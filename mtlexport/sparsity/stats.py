@@ -29,8 +29,28 @@ def _percent(part: int, whole: int) -> float:
     return 100.0 * part / whole if whole else 0.0
 
 
+class _Ratios:
+    """Group and parameter sparsity in percent, from ``zero_groups / num_groups`` and
+    ``zero_params / params`` (fields of a layer, sums over layers for the report)."""
+
+    num_groups: int
+    zero_groups: int
+    params: int
+    zero_params: int
+
+    @property
+    def group_sparsity(self) -> float:
+        """Zero groups in percent of all groups."""
+        return _percent(self.zero_groups, self.num_groups)
+
+    @property
+    def param_sparsity(self) -> float:
+        """Parameters in zero groups in percent of all grouped parameters."""
+        return _percent(self.zero_params, self.params)
+
+
 @dataclass(frozen=True)
-class LayerSparsity:
+class LayerSparsity(_Ratios):
     """Sparsity of one grouped conv weight."""
 
     name: str
@@ -42,22 +62,12 @@ class LayerSparsity:
     params: int
     zero_params: int  # parameters inside zero groups
 
-    @property
-    def group_sparsity(self) -> float:
-        """Zero groups in percent of all groups."""
-        return _percent(self.zero_groups, self.num_groups)
-
-    @property
-    def param_sparsity(self) -> float:
-        """Parameters in zero groups in percent of all parameters of the layer."""
-        return _percent(self.zero_params, self.params)
-
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "group_sparsity": self.group_sparsity, "param_sparsity": self.param_sparsity}
 
 
 @dataclass(frozen=True)
-class SparsityReport:
+class SparsityReport(_Ratios):
     """Per-layer and total group sparsity over the grouped conv weights."""
 
     layers: tuple[LayerSparsity, ...]
@@ -77,16 +87,6 @@ class SparsityReport:
     @property
     def zero_params(self) -> int:
         return sum(layer.zero_params for layer in self.layers)
-
-    @property
-    def group_sparsity(self) -> float:
-        """Zero groups in percent of all groups."""
-        return _percent(self.zero_groups, self.num_groups)
-
-    @property
-    def param_sparsity(self) -> float:
-        """Parameters in zero groups in percent of all grouped parameters."""
-        return _percent(self.zero_params, self.params)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -30,6 +30,7 @@ from mtlexport.models.widths import apply_widths, changed_widths, layer_widths
 from mtlexport.reporting import NullReporter, Reporter
 from mtlexport.surgery.report import SlimReport
 from mtlexport.surgery.slim import slim_model
+from mtlexport.train.checkpoint import read_weights_only
 
 STATE_FORMAT = "mtlexport.slim_state_dict"
 DEFAULT_SIZE = 64
@@ -136,7 +137,7 @@ def slim_state_dict(
 
 def load_slim_state_dict(path: str | Path, factory: str | Callable[[], nn.Module] | None = None) -> nn.Module:
     """Rebuild a model written by ``slim_state_dict``: factory, ``apply_widths``, weights."""
-    raw = _load(path)
+    raw = read_weights_only(path, "state dict")
     if not isinstance(raw, dict) or raw.get("format") != STATE_FORMAT:
         raise CheckpointError(f"{path} is not a slim state dict ('{STATE_FORMAT}')")
     factory = factory or raw["factory"]
@@ -210,19 +211,8 @@ def _in_channels(model: nn.Module) -> int:
     raise ConfigError("the model has no Conv2d layer; slimming needs an image model")
 
 
-def _load(path: str | Path) -> Any:
-    p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"{p} does not exist")
-    try:
-        return torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a bad file; all mean the same to the user
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"cannot read {p}: {first[:200]}") from None
-
-
 def _read_state(path: str | Path) -> dict[str, Tensor]:
-    raw = _load(path)
+    raw = read_weights_only(path, "state dict")
     if isinstance(raw, dict) and isinstance(raw.get("state_dict"), dict):
         raw = raw["state_dict"]
     if not isinstance(raw, dict) or not all(isinstance(v, Tensor) for v in raw.values()):

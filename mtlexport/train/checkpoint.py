@@ -92,15 +92,15 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
     return target
 
 
-def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Read a checkpoint with ``weights_only=True``; every failure is a one-line CheckpointError."""
+def read_weights_only(path: str | Path, what: str = "checkpoint") -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU; every failure is a one-line CheckpointError."""
     p = Path(path)
     if not p.is_file():
-        raise CheckpointError(f"checkpoint {p} does not exist; pass the .pt file written by 'mtlexport train' or 'slim'")
+        raise CheckpointError(f"{what} {p} does not exist; pass the .pt file written by 'mtlexport train' or 'slim'")
     if not zipfile.is_zipfile(p):
         raise CheckpointError(f"{p} is not a checkpoint written by torch.save (not a zip archive), or it is corrupt")
     try:
-        raw = torch.load(p, map_location="cpu", weights_only=True)
+        return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise CheckpointError(
             f"{p} holds pickled Python objects, not only tensors and plain data; mtlexport never unpickles "
@@ -108,7 +108,13 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         ) from None
     except Exception as exc:  # torch raises many types for a damaged file; all mean the same to the user
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"cannot read checkpoint {p}: {first[:200]}") from None
+        raise CheckpointError(f"cannot read {what} {p}: {first[:200]}") from None
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read a checkpoint with ``weights_only=True``; every failure is a one-line CheckpointError."""
+    p = Path(path)
+    raw = read_weights_only(p)
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise CheckpointError(
             f"{p} is not an mtlexport checkpoint (no '{FORMAT}' format tag); "

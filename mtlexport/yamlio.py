@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import yaml
+
+from mtlexport.errors import ConfigError
 
 # YAML 1.1's float pattern needs a dot ("1.0e-5"); users write "1e-5". Accept both.
 _FLOAT = re.compile(
@@ -33,3 +36,16 @@ _Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456
 def load_yaml(text: str) -> Any:
     """Parse YAML (or JSON) text safely; scientific notation without a dot gives a float."""
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader derives from SafeLoader
+
+
+def read_yaml_file(path: str | Path, what: str) -> Any:
+    """Parse the YAML/JSON file ``path``; unreadable or invalid files raise a one-line ConfigError
+    naming ``what`` (e.g. "config")."""
+    p = Path(path)
+    try:
+        return load_yaml(p.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {p}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ConfigError(f"{p} is not valid YAML/JSON: {first}") from None

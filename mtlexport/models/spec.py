@@ -164,17 +164,9 @@ class ModelSpec:
     @classmethod
     def from_file(cls, path: str | Path) -> ModelSpec:
         """Load a spec from a ``.json`` or ``.yaml`` file (a ``model:`` section is accepted)."""
-        import yaml
+        from mtlexport.yamlio import read_yaml_file
 
-        from mtlexport.yamlio import load_yaml
-
-        p = Path(path)
-        try:
-            data = load_yaml(p.read_text())
-        except OSError as exc:
-            raise ConfigError(f"cannot read model spec {p}: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{p} is not valid YAML/JSON: {exc}") from None
+        data = read_yaml_file(path, "model spec")
         if isinstance(data, dict) and "model" in data and "backbone" not in data:
             data = data["model"]
         return cls.from_dict(data)

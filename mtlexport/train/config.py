@@ -267,18 +267,10 @@ class TrainConfig:
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """The raw mapping in a YAML or JSON config file."""
-    import yaml
-
-    from mtlexport.yamlio import load_yaml
+    from mtlexport.yamlio import read_yaml_file
 
     p = Path(path)
-    try:
-        data = load_yaml(p.read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {p}: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise ConfigError(f"{p} is not valid YAML: {first}") from None
+    data = read_yaml_file(p, "config")
     if not isinstance(data, dict):
         raise ConfigError(f"{p} must contain a mapping of config sections, got {type(data).__name__}")
     return data

@@ -30,7 +30,7 @@ from mtlexport.models.widths import apply_widths, changed_widths, layer_widths
 from mtlexport.reporting import NullReporter, Reporter
 from mtlexport.surgery.report import SlimReport
 from mtlexport.surgery.slim import slim_model
-from mtlexport.train.checkpoint import read_weights_only
+from mtlexport.train.checkpoint import Checkpoint, library_versions, load_checkpoint, read_weights_only, save_checkpoint
 
 STATE_FORMAT = "mtlexport.slim_state_dict"
 DEFAULT_SIZE = 64
@@ -62,8 +62,6 @@ def slim_checkpoint(
     on a batch of the checkpoint's data when it can be built, in float32 (``float64=True`` for
     rounding-free but slow forwards). Nothing is written on failure.
     """
-    from mtlexport.train.checkpoint import Checkpoint, library_versions, load_checkpoint, save_checkpoint
-
     reporter = reporter or NullReporter()
     ckpt = load_checkpoint(path)
     model = ckpt.build_model()

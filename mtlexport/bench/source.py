@@ -98,7 +98,7 @@ def _from_checkpoint(p: Path, input_size: tuple[int, int] | None, label: str | N
     from mtlexport.train.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(p)
-    size = input_size or _size_from_config(ckpt.config) or DEFAULT_SIZE
+    size = input_size or ckpt.data_size or DEFAULT_SIZE
     shape = (ckpt.spec.in_channels, *size)
     model = ckpt.build_model()
     macs = profile_model(model, shape).macs
@@ -109,13 +109,6 @@ def _from_checkpoint(p: Path, input_size: tuple[int, int] | None, label: str | N
         tolerances[name] = (tol.atol, tol.rtol)
     return ModelSource(path=p, kind="checkpoint", label=label or _stem(p), input_shape=shape,
                        output_names=ckpt.spec.task_names, macs=macs, checkpoint=p, tolerances=tolerances)
-
-
-def _size_from_config(config: dict[str, Any]) -> tuple[int, int] | None:
-    data = config.get("data") if isinstance(config, dict) else None
-    if isinstance(data, dict) and isinstance(data.get("height"), int) and isinstance(data.get("width"), int):
-        return data["height"], data["width"]
-    return None
 
 
 def _from_onnx(p: Path, input_size: tuple[int, int] | None, label: str | None) -> ModelSource:

@@ -66,7 +66,7 @@ def slim_checkpoint(
     ckpt = load_checkpoint(path)
     model = ckpt.build_model()
     data_cfg = ckpt.config.get("data") if isinstance(ckpt.config, dict) else None
-    size = _size(input_size, data_cfg)
+    size = _size(input_size, ckpt.data_size)
     c = ckpt.spec.in_channels
     inputs = {"random": _random(c, size, seed)}
     real, notice = real_batch(data_cfg)
@@ -183,14 +183,12 @@ def real_batch(data_cfg: dict[str, Any] | None, samples: int = REAL_SAMPLES) -> 
     return torch.stack(images).float(), ""
 
 
-def _size(input_size: int | None, data_cfg: dict[str, Any] | None) -> tuple[int, int]:
+def _size(input_size: int | None, data_size: tuple[int, int] | None) -> tuple[int, int]:
     if input_size is not None:
         if input_size < 8:
             raise ConfigError(f"--input-size must be at least 8, got {input_size}")
         return input_size, input_size
-    if isinstance(data_cfg, dict) and isinstance(data_cfg.get("height"), int) and isinstance(data_cfg.get("width"), int):
-        return int(data_cfg["height"]), int(data_cfg["width"])
-    return DEFAULT_SIZE, DEFAULT_SIZE
+    return data_size or (DEFAULT_SIZE, DEFAULT_SIZE)
 
 
 def _dtype(float64: bool) -> torch.dtype:

@@ -39,6 +39,14 @@ class Checkpoint:
     versions: dict[str, str] = field(default_factory=dict)
     path: Path | None = None
 
+    @property
+    def data_size(self) -> tuple[int, int] | None:
+        """(height, width) of the images it was trained on, from the config's ``data`` section."""
+        data = self.config.get("data") if isinstance(self.config, dict) else None
+        if isinstance(data, dict) and isinstance(data.get("height"), int) and isinstance(data.get("width"), int):
+            return data["height"], data["width"]
+        return None
+
     def build_model(self) -> MultiTaskNet:
         """``create_model(spec)`` with the stored weights loaded strictly, in eval mode."""
         model = create_model(self.spec)

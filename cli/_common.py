@@ -112,6 +112,12 @@ class RichReporter:
     def message(self, text: str) -> None:
         self.console.print(f"[dim]{escape(text)}[/dim]", highlight=False)
 
+    def __enter__(self) -> RichReporter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         """Stop the live display."""
         if self._progress is not None:

@@ -65,8 +65,7 @@ def bench(
         input_size=parse_size(input_size) if input_size else None,
     )
     sizes = parse_batches(batch)
-    reporter = RichReporter()
-    try:
+    with RichReporter() as reporter:
         if compare_with is not None:
             if backends and len(backends) > 1:
                 raise ConfigError("--compare measures one backend; pass a single --backend")
@@ -74,8 +73,6 @@ def bench(
                              settings=settings, rounds=rounds, reporter=reporter)
         else:
             report = bench_models([engine], backends=backends, batches=sizes, settings=settings, reporter=reporter)
-    finally:
-        reporter.close()
     written: list[Path] = []
     if export_times is not None:
         written += write_export_times(export_times, report.results)

@@ -50,11 +50,8 @@ def demo(
     given = {"config": config, "lam": lam, "epochs": epochs, "bench_seconds": bench_seconds, "threads": threads,
              "round_to": round_to}
     options = DemoOptions(skip_train=skip_train, **{k: v for k, v in given.items() if v is not None})
-    reporter = RichReporter()
-    try:
+    with RichReporter() as reporter:
         result = run_demo(out, options, reporter=reporter)
-    finally:
-        reporter.close()
     if json_out:
         emit_json(result.to_dict())
         return

@@ -54,9 +54,9 @@ def register(app: typer.Typer) -> None:
             from mtlexport.errors import ConfigError
 
             raise ConfigError(f"--device must be auto, cpu or cuda, got {device!r}")
-        reporter = RichReporter()
-        result = evaluate_checkpoint(checkpoint, split=split, data_overrides=parse_key_values(data or [], "--data"),
-                                     batch_size=batch_size, device=device, reporter=reporter)
+        with RichReporter() as reporter:
+            result = evaluate_checkpoint(checkpoint, split=split, data_overrides=parse_key_values(data or [], "--data"),
+                                         batch_size=batch_size, device=device, reporter=reporter)
         if json:
             emit_json(result.to_dict())
             return

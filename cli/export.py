@@ -38,11 +38,8 @@ def export(
     options = ExportOptions(batch=BatchRange.parse(batch), height=height, width=width, precision=precision,
                             opset=opset, simplify=simplify, engine=engine, trt_version=trt_version,
                             exporter=exporter, workspace_mib=workspace_mib, real_data=real_data)
-    reporter = RichReporter(enabled=not json_out)
-    try:
+    with RichReporter(enabled=not json_out) as reporter:
         report = export_model(Path(checkpoint), Path(out), options, reporter)
-    finally:
-        reporter.close()
     if json_out:
         emit_json(report.to_dict())
         return

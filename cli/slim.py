@@ -38,16 +38,13 @@ def slim(
     """Slim CKPT and report what was removed."""
     from mtlexport.surgery import slim_checkpoint, slim_state_dict
 
-    reporter = RichReporter(enabled=not json_out)
-    options = dict(round_to=round_to, tol=tol, fold_constants=fold_constants, input_size=input_size,
-                   float64=float64, reporter=reporter)
-    try:
+    with RichReporter(enabled=not json_out) as reporter:
+        options = dict(round_to=round_to, tol=tol, fold_constants=fold_constants, input_size=input_size,
+                       float64=float64, reporter=reporter)
         if model:
             report = slim_state_dict(ckpt, model, out, **options)
         else:
             report = slim_checkpoint(ckpt, out, **options)
-    finally:
-        reporter.close()
     if plot is not None:
         from mtlexport.surgery.plot import plot_channels
 

@@ -36,11 +36,8 @@ def register(app: typer.Typer) -> None:
 
         lams = parse_lambdas(lambdas)
         cfg = TrainConfig.from_file(config, set_ or ())
-        reporter = RichReporter(enabled=not json)
-        try:
+        with RichReporter(enabled=not json) as reporter:
             result = sweep(cfg, lams, trials, out, reporter, plots=not no_plots)
-        finally:
-            reporter.close()
         if json:
             emit_json(result.to_dict())
         else:

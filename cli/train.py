@@ -32,14 +32,11 @@ def register(app: typer.Typer) -> None:
         from mtlexport.train import TrainConfig, train, train_trials
 
         cfg = TrainConfig.from_file(config, set_ or ())
-        reporter = RichReporter()
-        try:
+        with RichReporter() as reporter:
             if trials > 1:
                 result: Any = train_trials(cfg, out, trials, resume=resume, reporter=reporter)
             else:
                 result = train(cfg, out, resume=resume, reporter=reporter)
-        finally:
-            reporter.close()
         if json:
             emit_json(result.to_dict())
         elif trials > 1:

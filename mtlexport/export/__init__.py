@@ -3,8 +3,9 @@
 Owns ``export_model`` (checkpoint -> folder), ``load_export_dir`` (folder -> verified
 ``ExportManifest``, used by the bench helper) and the pieces behind them, one module each:
 ``options`` (validated settings), ``onnx_export`` (exporters, checker, onnxslim),
-``precision`` (FP16 with FP32 I/O), ``validate`` (ONNX Runtime / TensorRT vs PyTorch),
-``realdata``, ``trt`` (TensorRT Python API, lazy), ``trtexec`` (scripts per TRT version) and
+``precision`` (FP16 with FP32 I/O), ``validate`` (ONNX Runtime / TensorRT vs PyTorch, on
+random images and on ``mtlexport.data.samples``),
+``trt`` (TensorRT Python API, lazy), ``trtexec`` (scripts per TRT version) and
 ``manifest``. Add a backend by writing its build/run pair like ``trt`` and recording it in
 the manifest's ``tensorrt``-like section; bump ``SCHEMA_VERSION`` when a field changes meaning.
 

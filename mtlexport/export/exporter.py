@@ -19,7 +19,7 @@ from mtlexport.export.manifest import MANIFEST_FILE, SCHEMA, SCHEMA_VERSION, fil
 from mtlexport.export.options import DEFAULT_TRT_VERSION, ExportOptions, resolve_size
 from mtlexport.export.precision import RECIPE as FP16_RECIPE
 from mtlexport.export.precision import convert_to_fp16
-from mtlexport.export.realdata import real_images
+from mtlexport.data.samples import real_images
 from mtlexport.export.trt import TrtProbe, build_engine, builder_plan, probe_tensorrt, run_engine
 from mtlexport.export.validate import (OutputCheck, compare, ort_outputs, ort_session, raise_for_failures,
                                        random_images, torch_outputs)

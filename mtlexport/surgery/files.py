@@ -24,7 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mtlexport.errors import CheckpointError, ConfigError, MtlexportError
+from mtlexport.errors import CheckpointError, ConfigError
+from mtlexport.data.samples import real_images
 from mtlexport.io import atomic_path
 from mtlexport.models.widths import apply_widths, changed_widths, layer_widths
 from mtlexport.reporting import NullReporter, Reporter
@@ -69,7 +70,7 @@ def slim_checkpoint(
     size = _size(input_size, ckpt.data_size)
     c = ckpt.spec.in_channels
     inputs = {"random": _random(c, size, seed)}
-    real, notice = real_batch(data_cfg)
+    real, notice = real_batch(data_cfg, ckpt.data_size)
     notices = [notice] if notice else []
     if real is not None:
         inputs["data"] = real
@@ -163,24 +164,15 @@ def build_from_factory(spec: str) -> nn.Module:
     return model
 
 
-def real_batch(data_cfg: dict[str, Any] | None, samples: int = REAL_SAMPLES) -> tuple[Tensor | None, str]:
-    """A few images of the checkpoint's validation data, or None and the reason it was skipped."""
+def real_batch(data_cfg: dict[str, Any] | None, size: tuple[int, int] | None,
+               samples: int = REAL_SAMPLES) -> tuple[Tensor | None, str]:
+    """A few images of the checkpoint's own data, or None and the reason it was skipped."""
     if not isinstance(data_cfg, dict):
         return None, "no data config in the checkpoint: verified on random inputs only"
-    try:
-        from mtlexport.data import build_dataset
-        from mtlexport.data.config import DataConfig
-
-        cfg = DataConfig.from_dict(data_cfg)
-        if getattr(cfg, "name", "") == "synthetic" and getattr(cfg, "num_val", 0) > samples:
-            cfg = dataclasses.replace(cfg, num_val=samples)  # render only what is needed
-        dataset = build_dataset(cfg, "val")
-        images = [dataset[i]["image"] for i in range(min(samples, len(dataset)))]
-    except (MtlexportError, ImportError, OSError, KeyError, TypeError, ValueError) as exc:
-        return None, f"real-data verification skipped ({type(exc).__name__}: {str(exc)[:160]})"
-    if not images:
-        return None, "real-data verification skipped (the validation split is empty)"
-    return torch.stack(images).float(), ""
+    images, note = real_images(data_cfg, samples, *(size or (DEFAULT_SIZE, DEFAULT_SIZE)))
+    if images is None:
+        return None, f"real-data verification skipped ({note}): verified on random inputs only"
+    return images, ""
 
 
 def _size(input_size: int | None, data_size: tuple[int, int] | None) -> tuple[int, int]:

@@ -1,4 +1,5 @@
-"""Real validation inputs: the first images of the checkpoint's own dataset (validation split).
+"""Real inputs for verification: the first images of a checkpoint's own dataset
+(validation split first), used by export validation and by the slimming surgeon.
 
 Returns ``(images, None)`` or ``(None, reason)``: a missing dataset is a notice, not an error,
 because random inputs are always checked as well.

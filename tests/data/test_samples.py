@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mtlexport.export.realdata import real_images
+from mtlexport.data.samples import real_images
 
 
 def test_synthetic_images_resized_to_export_size() -> None:

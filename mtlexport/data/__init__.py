@@ -3,7 +3,8 @@
 This subpackage owns the sample contract (see ``mtlexport.data.base``), image normalisation
 and label-aware resizing (``transforms``), label conventions (``labels``) and ``DataConfig``.
 Everything else builds datasets through ``build_dataset(cfg, split)`` and asks
-``dataset_info(cfg)`` for head sizes without loading data.
+``dataset_info(cfg)`` for head sizes without loading data; ``samples.real_images`` gives a
+checkpoint's first real images for export validation and slim verification.
 
 To add a dataset: write one module with a ``MultiTaskDataset`` subclass that implements
 ``from_config(cfg, split)``, ``info(cfg)``, ``__len__`` and ``__getitem__`` (returning only the

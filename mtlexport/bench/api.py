@@ -198,6 +198,9 @@ def check_outputs(outputs: dict[str, np.ndarray], source: ModelSource, batch: in
     check: dict[str, Any] = {"finite": not failures, "reference": "none"}
     opt = source.opt_batch
     if source.refs and source.inputs_bin is not None and opt:
+        from mtlexport.export.validate import compare as compare_to_reference  # imports torch: only here
+        from mtlexport.tasks import Tolerance
+
         refs = load_references(source, opt)
         rows = np.arange(batch) % opt  # inputs repeat the reference batch's rows cyclically
         errors: dict[str, float] = {}
@@ -205,16 +208,17 @@ def check_outputs(outputs: dict[str, np.ndarray], source: ModelSource, batch: in
             if name not in outputs:
                 failures.append(f"{name} is missing from the outputs")
                 continue
-            got = outputs[name].reshape(batch, -1).astype(np.float64)
-            want = ref[rows].astype(np.float64)
+            got = outputs[name].reshape(batch, -1)
+            want = ref[rows]
             if got.shape != want.shape:
                 failures.append(f"{name} has {got.shape[1]} values per sample, the reference {want.shape[1]}")
                 continue
             atol, rtol = source.tolerances.get(name, DEFAULT_TOLERANCE[settings.precision])
-            diff = np.abs(got - want)
-            errors[name] = float(diff.max()) if diff.size else 0.0
-            if not np.all(diff <= atol + rtol * np.abs(want)):
-                failures.append(f"{name} max |error| {errors[name]:.3g} exceeds atol {atol:g} + rtol {rtol:g}")
+            (result,) = compare_to_reference(source.label, "reference", (name,), [got], [want],
+                                             {name: Tolerance(atol=atol, rtol=rtol)})
+            errors[name] = result.max_abs
+            if not result.passed:
+                failures.append(f"{name} max |error| {result.max_abs:.3g} exceeds atol {atol:g} + rtol {rtol:g}")
         check["reference"] = "failed" if failures else "passed"
         check["max_abs_error"] = errors
     if failures and settings.verify:

@@ -75,6 +75,14 @@ def _render(report, plot: Path | None) -> None:  # noqa: ANN001 - SlimReport, im
     if report.folded or report.unfoldable:
         rows.append(["constants folded / unfoldable", report.folded, report.unfoldable, ""])
     stdout.print(make_table("slim summary", ["", "dense", "slim", "ratio"], rows))
+    if report.skipped:
+        from rich.markup import escape
+
+        stdout.print(make_table(
+            "groups kept whole (unsupported)", ["blocked by", "groups", "removable kept", "why (first group)"],
+            [[escape(s.blocker), s.groups, s.channels, escape(f"{s.reason}; rooted at {', '.join(s.roots)}")]
+             for s in report.skipped],
+        ))
     for text in report.notices:
         stdout.print(f"[dim]{text}[/dim]", highlight=False)
     stdout.print(f"wrote {report.output}" + (f" and {plot}" if plot else ""), highlight=False)

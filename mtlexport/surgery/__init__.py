@@ -3,14 +3,18 @@
 Stages, one module each, so that each can be replaced or tested alone:
 
 - ``graph``: trace the model with torch-pruning and list every coupled channel group
-  (producers, norms, depthwise pass-throughs, ops, consumers) as plain data;
+  (producers, norms, depthwise pass-throughs, ops, consumers) as plain data, each unsupported
+  one with the layer or op type that blocks it (``trace``: what the trace needs around
+  torch-pruning: nodes it cannot map, the autograd internals of Linear layers on N-D inputs);
 - ``analysis``: which channels of a group are dead (every consumer reads them through an
   all-zero weight slice) or foldable constants (``fold_constants``);
 - ``policy``: what is actually removed (protected output layers, ``round_to``, one channel
   kept per layer, grouped / unsupported / observable groups kept whole);
-- ``remove``: fold constants and prune with torch-pruning, then check every layer's shapes;
+- ``remove``: fold constants and prune with torch-pruning (checking each group against the
+  analysis, with indices shifted by earlier removals), then check every layer's shapes;
 - ``verify``: compare dense and slim outputs (float64) and refuse on any output over ``tol``;
-- ``report`` / ``plot``: ``SlimReport`` and the per-layer channel chart;
+- ``report`` / ``plot``: ``SlimReport`` (with ``GroupSkip``: what blocked which groups) and the
+  per-layer channel chart;
 - ``slim`` / ``files``: the in-memory entry point and the checkpoint / state-dict ones.
 
 Extend: a new layer type needs a role in ``graph._member`` (and a torch-pruning pruner); a new
@@ -25,12 +29,13 @@ from mtlexport.surgery.files import (
     slim_checkpoint,
     slim_state_dict,
 )
-from mtlexport.surgery.report import LayerChange, SlimReport
+from mtlexport.surgery.report import GroupSkip, LayerChange, SlimReport
 from mtlexport.surgery.slim import output_layers, slim_model
 from mtlexport.surgery.verify import OutputCheck
 
 __all__ = [
     "STATE_FORMAT",
+    "GroupSkip",
     "LayerChange",
     "OutputCheck",
     "SlimReport",

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
 
-from mtlexport.surgery.analysis import zero_input_slices
+from mtlexport.surgery.analysis import GroupAnalysis, zero_input_slices
 from mtlexport.surgery.verify import OutputCheck
+
+EXAMPLE_ROOTS = 3
 
 
 @dataclass(frozen=True)
@@ -32,13 +35,47 @@ class LayerChange:
 
 
 @dataclass(frozen=True)
+class GroupSkip:
+    """Unsupported groups kept whole because of one layer or op type (``blocker``).
+
+    ``channels``: removable (dead or foldable) channels they kept; ``reason``: one example in
+    words; ``roots``: the first few groups' root layers.
+    """
+
+    blocker: str
+    reason: str
+    groups: int
+    channels: int
+    roots: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"blocker": self.blocker, "reason": self.reason, "groups": self.groups,
+                "channels": self.channels, "roots": list(self.roots)}
+
+
+def group_skips(analyses: Iterable[GroupAnalysis]) -> tuple[GroupSkip, ...]:
+    """Unsupported groups by blocking type, most removable channels kept first."""
+    by: dict[str, list[GroupAnalysis]] = {}
+    for a in analyses:
+        if a.group.unsupported:
+            by.setdefault(a.group.blocker or a.group.unsupported, []).append(a)
+    skips = [GroupSkip(blocker=blocker, reason=items[0].group.unsupported, groups=len(items),
+                       channels=sum(len(a.dead) + len(a.constant) for a in items),
+                       roots=tuple(a.group.root for a in items[:EXAMPLE_ROOTS]))
+             for blocker, items in by.items()]
+    return tuple(sorted(skips, key=lambda s: (-s.channels, -s.groups, s.blocker)))
+
+
+@dataclass(frozen=True)
 class SlimReport:
     """Result of ``slim_model`` / ``slim_checkpoint``.
 
     ``group_sparsity``: share of zero input-channel groups of the backbone convolutions before
     surgery; ``realised``: share of those convolutions' input channels physically removed.
     ``kept`` counts removable channels that were kept, by reason (protected, output, grouped,
-    unsupported, round_to, min_keep). MACs are per sample at ``input_shape``.
+    unsupported, round_to, min_keep); ``skipped`` says which layer or op types made groups
+    unsupported (``skipped_groups``: group count per reason in words). MACs are per sample at
+    ``input_shape``.
     """
 
     layers: tuple[LayerChange, ...]
@@ -62,6 +99,7 @@ class SlimReport:
     seconds: dict[str, float]
     notices: tuple[str, ...] = ()
     skipped_groups: dict[str, int] = field(default_factory=dict)
+    skipped: tuple[GroupSkip, ...] = ()
     source: str = ""
     output: str = ""
 
@@ -83,6 +121,7 @@ class SlimReport:
             "group_sparsity": self.group_sparsity, "realised": self.realised,
             "groups": self.groups, "removable": self.removable, "removed": self.removed, "folded": self.folded,
             "kept": dict(self.kept), "unfoldable": self.unfoldable, "skipped_groups": dict(self.skipped_groups),
+            "skipped": [s.to_dict() for s in self.skipped],
             "verification": {"tol": self.tol, "dtype": self.dtype, "passed": self.passed,
                              "max_rel_error": self.max_rel_error, "checks": [c.to_dict() for c in self.checks]},
             "round_to": self.round_to, "seconds": dict(self.seconds), "notices": list(self.notices),

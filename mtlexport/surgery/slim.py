@@ -17,6 +17,7 @@ from mtlexport.surgery.policy import plan_removal
 from mtlexport.surgery.remove import apply_plan, check_layers
 from mtlexport.surgery.report import (
     SlimReport,
+    group_skips,
     input_group_sparsity,
     layer_changes,
     layer_channels,
@@ -124,6 +125,7 @@ def slim_model(
         groups=len(groups), removable=plan.removable, removed=plan.removed, folded=plan.folded,
         kept=plan.kept, unfoldable=plan.unfoldable, checks=tuple(checks), tol=tol,
         dtype=str(dtype).replace("torch.", ""), round_to=round_to, seconds=seconds, skipped_groups=skipped,
+        skipped=group_skips(analyses),
     )
     raise_on_failure(checks, tol)
     return report

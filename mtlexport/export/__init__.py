@@ -19,13 +19,16 @@ Export folder (every path relative to it)::
     trtexec_bench.sh      times model.plan; writes times.json, profile.json, layers.json
     inputs/images.bin     raw little-endian float32 input at the OPT batch
     refs/<output>.bin     PyTorch outputs for that input (same encoding)
-    model.plan            raw TensorRT plan (no header), only when built here
+    model.plan            raw TensorRT plan (no header): built here, or later by trtexec_build.sh
     timing.cache          TensorRT timing cache (reused by the next build into this folder)
-    engine.layers.json    engine inspector layer information (DETAILED), when built
+    engine.layers.json    engine inspector layer information (DETAILED, shapes at OPT), when built
     engine_build.log      TensorRT builder log, when built
     manifest.json         everything below
 
-``manifest.json`` (schema ``mtlexport.export``, ``schema_version`` 1)::
+The last four (and trtexec_bench.sh's times/profile/layers.json) are engine artifacts: they may
+be written after export and are not covered by the SHA-256 check (see ``manifest``).
+
+``manifest.json`` (schema ``mtlexport.export``, ``schema_version`` 2; 1 still loads)::
 
     schema, schema_version, created (UTC ISO-8601)
     versions      mtlexport, torch, onnx, onnxruntime, onnxslim, opset, exporter;
@@ -34,18 +37,22 @@ Export folder (every path relative to it)::
     input         name, dtype, layout "NCHW", shape ["batch", C, H, W],
                   batch {min, opt, max}, min_shape, opt_shape, max_shape
     outputs[]     name, task, task_type, num_outputs, dtype, shape ["batch", ...],
-                  tolerance {fp32: {atol, rtol}, fp16: {atol, rtol}}   (model order)
+                  tolerance {fp32, fp16, tf32: {atol, rtol}}   (model order)
     precision     requested ("fp32"|"fp16"), models {fp32: file, fp16: file},
-                  recipe {name, onnx, description, tensorrt}
+                  recipe {name, onnx, description, tensorrt, validated (fp16: what was
+                  really checked where)}
     validation    passed, inputs (e.g. "random@1", "real@8"), real_data, notices,
+                  runs[] {model, runtime, provider, computed_in, casts_in_model,
+                  casts_inserted, conv_weight_types}   (what each runtime really ran),
                   checks[] {model, check, output, batch, max_abs, max_rel, worst,
                   atol, rtol, mismatched, total, passed}
     reference     input {file, shape, source}, outputs {name: {file, shape}},
                   dtype "float32", byte_order "little"
     tensorrt      target_major, target_from ("requested"|"installed"|"default"),
-                  engine_built, not_built_reason, probe {...}, builder {major,
-                  network_flags, fp16_flag, onnx_file, workspace_mib,
-                  optimization_level, profiling_verbosity},
+                  engine_built, engine_precision ("fp16"|"tf32"|"fp32": the tolerance
+                  set a plan is checked with), not_built_reason, probe {...}, builder
+                  {major, network_flags, fp16_flag, onnx_file, workspace_mib,
+                  optimization_level, profiling_verbosity, tf32},
                   build {plan, layers, log, seconds, timing_cache, plan_bytes} | null
     trtexec       build_script, bench_script, build_flags[], bench_flags[],
                   bench {warmup_ms, duration_s, iterations, avg_runs, percentiles,
@@ -53,12 +60,13 @@ Export folder (every path relative to it)::
                   spin_wait, data_transfers}, runtime_defaults (of target_major)
     source        checkpoint, sha256, epoch, spec {name, backbone, output_stride,
                   tasks[{name, type}], widths_count, params, macs_per_sample}
-    files         {relative path: {sha256, bytes}} for every file except manifest.json
+    files         {relative path: {sha256, bytes}} for every export artifact (verified)
+    engine_files  the same for the engine artifacts present at export time (not verified)
 """
 
 from mtlexport.export.exporter import ExportReport, export_model, export_network
 from mtlexport.export.manifest import ExportManifest, load_export_dir
-from mtlexport.export.options import BatchRange, ExportOptions
+from mtlexport.export.options import BatchRange, ExportOptions, choose_trt_major
 from mtlexport.export.trtexec import BenchSettings
 from mtlexport.export.validate import OutputCheck
 
@@ -69,6 +77,7 @@ __all__ = [
     "ExportOptions",
     "ExportReport",
     "OutputCheck",
+    "choose_trt_major",
     "export_model",
     "export_network",
     "load_export_dir",

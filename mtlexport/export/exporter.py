@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,13 +17,13 @@ from mtlexport.errors import ConfigError
 from mtlexport.export import onnx_export as ox
 from mtlexport.export import trtexec
 from mtlexport.export.manifest import MANIFEST_FILE, SCHEMA, SCHEMA_VERSION, file_table, sha256_file
-from mtlexport.export.options import DEFAULT_TRT_VERSION, ExportOptions, resolve_size
+from mtlexport.export.options import ExportOptions, choose_trt_major, resolve_size
 from mtlexport.export.precision import RECIPE as FP16_RECIPE
 from mtlexport.export.precision import convert_to_fp16
 from mtlexport.data.samples import real_images
 from mtlexport.export.trt import TrtProbe, build_engine, builder_plan, probe_tensorrt, run_engine
-from mtlexport.export.validate import (OutputCheck, compare, ort_outputs, ort_session, raise_for_failures,
-                                       random_images, torch_outputs)
+from mtlexport.export.validate import (OutputCheck, compare, ort_outputs, ort_run_info, ort_session,
+                                       raise_for_failures, random_images, torch_outputs)
 from mtlexport.io import atomic_dir, write_json
 from mtlexport.models import ModelSpec
 from mtlexport.reporting import NullReporter, Reporter
@@ -79,9 +80,7 @@ def export_network(model: nn.Module, spec: ModelSpec, out_dir: Path, options: Ex
     height, width = resolve_size(options, data_config, spec.backbone.output_stride)
     chw = (spec.in_channels, height, width)
     probe = probe_tensorrt()
-    major = options.trt_version or probe.major or DEFAULT_TRT_VERSION
-    if major not in trtexec.RUNTIME_DEFAULTS:
-        major = 11 if major > 11 else DEFAULT_TRT_VERSION
+    major, target_from = choose_trt_major(options.trt_version, probe.major)
     names = spec.task_names
     tasks = build_tasks(spec)
     model = model.eval()
@@ -105,24 +104,31 @@ def export_network(model: nn.Module, spec: ModelSpec, out_dir: Path, options: Ex
                 notices.append(f"real-data validation skipped: {real_note}")
                 reporter.message(notices[-1])
             checks: list[OutputCheck] = []
+            runs: list[dict[str, Any]] = []
             refs: dict[str, list[np.ndarray]] = {key: torch_outputs(model, names, x) for key, x in inputs.items()}
-            for precision, path in models.items():
-                tolerances = {n: tasks[n].tolerance(precision) for n in names}
-                session = ort_session(path)
-                for key, x in inputs.items():
-                    got = ort_outputs(session, x.numpy())
-                    checks += compare(path.name, f"ort:{key}", names, got, refs[key], tolerances)
+            with tempfile.TemporaryDirectory(prefix="mtlexport-ort-") as scratch:
+                for precision, path in models.items():
+                    tolerances = {n: tasks[n].tolerance(precision) for n in names}
+                    optimized = Path(scratch) / path.name
+                    session = ort_session(path, optimized)
+                    runs.append(ort_run_info(path, optimized))
+                    for key, x in inputs.items():
+                        got = ort_outputs(session, x.numpy())
+                        checks += compare(path.name, f"ort:{key}", names, got, refs[key], tolerances)
             raise_for_failures(checks)
             reporter.advance("export", step="validated")
 
             reference = _write_reference(model, names, stage, real_opt, options, chw)
             reporter.advance("export", step="reference")
 
-            plan = builder_plan(major, options.precision, options.workspace_mib, options.optimization_level)
+            plan = builder_plan(major, options.precision, options.workspace_mib, options.optimization_level,
+                                options.tf32)
             build = None
             if options.engine and probe.available and probe.major == major:
                 build = build_engine(stage, plan, options.batch, chw, cache_in)
-                tolerances = {n: tasks[n].tolerance(options.precision) for n in names}
+                tolerances = {n: task_tolerance(tasks[n], plan.engine_precision) for n in names}
+                runs.append({"model": build.plan, "runtime": f"tensorrt {probe.version}", "provider": "TensorRT",
+                             "computed_in": {"fp16": "float16", "tf32": "tf32", "fp32": "float32"}[plan.engine_precision]})
                 for key, x in inputs.items():
                     got = run_engine(stage / build.plan, x, names)
                     checks += compare(build.plan, f"trt:{key}", names, got, refs[key], tolerances)
@@ -135,13 +141,14 @@ def export_network(model: nn.Module, spec: ModelSpec, out_dir: Path, options: Ex
 
             settings = trtexec.BenchSettings()
             (stage / trtexec.BUILD_SCRIPT).write_text(trtexec.build_script(
-                major, options.precision, options.batch, chw, options.workspace_mib, options.optimization_level))
+                major, options.precision, options.batch, chw, options.workspace_mib, options.optimization_level,
+                options.tf32))
             (stage / trtexec.BENCH_SCRIPT).write_text(trtexec.bench_script(major, options.batch, chw, settings))
             for script in (trtexec.BUILD_SCRIPT, trtexec.BENCH_SCRIPT):
                 (stage / script).chmod(0o755)
 
-            manifest = _manifest(spec, model, tasks, options, chw, exporter, probe, major, plan, build,
-                                 settings, checks, notices, reference, stage, source or {}, inputs)
+            manifest = _manifest(spec, model, tasks, options, chw, exporter, probe, (major, target_from), plan, build,
+                                 settings, checks, runs, notices, reference, stage, source or {}, inputs)
             write_json(stage / MANIFEST_FILE, manifest)
             (stage / MANIFEST_FILE).chmod(0o644)
             stage.chmod(0o755)  # the staging folder is created private; the export is shareable
@@ -226,13 +233,20 @@ def _versions(exporter: str, opset: int, probe: TrtProbe, built: bool) -> dict[s
     return out
 
 
+def task_tolerance(task: Any, precision: str) -> Any:
+    """The task's tolerance for ``precision``; ``tf32`` (TensorRT's default for FP32 layers) takes
+    the fp16 one: TF32 rounds to FP16's 10-bit mantissa (with FP32's range)."""
+    return task.tolerance("fp16" if precision == "tf32" else precision)
+
+
 def _manifest(spec: ModelSpec, model: nn.Module, tasks: dict[str, Any], options: ExportOptions,
-              chw: tuple[int, int, int], exporter: str, probe: TrtProbe, major: int, plan: Any, build: Any,
-              settings: trtexec.BenchSettings, checks: list[OutputCheck], notices: list[str],
-              reference: dict[str, Any], stage: Path, source: dict[str, Any],
+              chw: tuple[int, int, int], exporter: str, probe: TrtProbe, target: tuple[int, str], plan: Any,
+              build: Any, settings: trtexec.BenchSettings, checks: list[OutputCheck], runs: list[dict[str, Any]],
+              notices: list[str], reference: dict[str, Any], stage: Path, source: dict[str, Any],
               inputs: dict[str, Tensor]) -> dict[str, Any]:
     from mtlexport.models.profile import profile_model
 
+    major, target_from = target
     profile = profile_model(model, chw)
     b = options.batch
     outputs = []
@@ -241,9 +255,8 @@ def _manifest(spec: ModelSpec, model: nn.Module, tasks: dict[str, Any], options:
         shape = ["batch", *reference["outputs"][name]["shape"][1:]]
         outputs.append({"name": name, "task": name, "task_type": task.spec.type, "num_outputs": task.spec.num_outputs,
                         "dtype": "float32", "shape": shape,
-                        "tolerance": {p: task.tolerance(p).to_dict() for p in ("fp32", "fp16")}})
+                        "tolerance": {p: task_tolerance(task, p).to_dict() for p in ("fp32", "fp16", "tf32")}})
     models = {"fp32": "model.onnx", **({"fp16": "model.fp16.onnx"} if options.precision == "fp16" else {})}
-    source_from = "requested" if options.trt_version else ("installed" if probe.major else "default")
     return {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
@@ -255,18 +268,19 @@ def _manifest(spec: ModelSpec, model: nn.Module, tasks: dict[str, Any], options:
                   "max_shape": [b.max, *chw]},
         "outputs": outputs,
         "precision": {"requested": options.precision, "models": models,
-                      "recipe": _recipe(options.precision, major)},
+                      "recipe": _recipe(options.precision, major, runs)},
         "validation": {"passed": all(c.passed for c in checks), "inputs": sorted(inputs),
                        "real_data": any(k.startswith("real@") for k in inputs), "notices": list(notices),
-                       "checks": [c.to_dict() for c in checks]},
+                       "runs": runs, "checks": [c.to_dict() for c in checks]},
         "reference": reference,
-        "tensorrt": {"target_major": major, "target_from": source_from, "engine_built": build is not None,
+        "tensorrt": {"target_major": major, "target_from": target_from, "engine_built": build is not None,
+                     "engine_precision": plan.engine_precision,
                      "not_built_reason": None if build else _not_built_reason(options, probe, major),
                      "probe": probe.to_dict(), "builder": plan.to_dict(),
                      "build": build.to_dict() if build else None},
         "trtexec": {"build_script": trtexec.BUILD_SCRIPT, "bench_script": trtexec.BENCH_SCRIPT,
                     "build_flags": trtexec.build_flags(major, options.precision, b, chw, options.workspace_mib,
-                                                       options.optimization_level),
+                                                       options.optimization_level, options.tf32),
                     "bench_flags": trtexec.bench_flags(major, b, chw, settings), "bench": settings.to_dict(),
                     "runtime": settings.runtime(), "runtime_defaults": trtexec.RUNTIME_DEFAULTS[major]},
         "source": {**source, "spec": {"name": spec.name, "backbone": spec.backbone.name,
@@ -275,6 +289,7 @@ def _manifest(spec: ModelSpec, model: nn.Module, tasks: dict[str, Any], options:
                                       "widths_count": len(spec.widths), "params": profile.params,
                                       "macs_per_sample": profile.macs}},
         "files": file_table(stage),
+        "engine_files": file_table(stage, engine=True),
     }
 
 
@@ -284,10 +299,19 @@ def _not_built_reason(options: ExportOptions, probe: TrtProbe, major: int) -> st
     return probe.reason or f"the installed TensorRT is {probe.major} but the target is {major} (--trt-version)"
 
 
-def _recipe(precision: str, major: int) -> dict[str, Any]:
+def _recipe(precision: str, major: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
     if precision == "fp32":
         return {"name": "fp32", "onnx": "model.onnx", "tensorrt": "FP32 (no precision flags)"}
+    ort = next((r for r in runs if r["model"] == "model.fp16.onnx"), {})
+    engine = next((r for r in runs if r.get("provider") == "TensorRT"), None)
+    validated = (f"model.fp16.onnx was validated on {ort.get('runtime', 'onnxruntime')} CPU, which computed its "
+                 f"convolutions in {ort.get('computed_in', 'unknown')} (it inserted {ort.get('casts_inserted', '?')} "
+                 "Casts): that checks the graph and the float16 rounding of the weights, not float16 arithmetic; ")
+    validated += ("the TensorRT engine check ran it in float16" if engine else
+                  "float16 arithmetic is first checked when an engine is built (the engine check) or on a GPU "
+                  "provider ('mtlexport bench' with references)")
     return {"name": FP16_RECIPE, "onnx": "model.fp16.onnx",
             "description": "float16 weights and activations, float32 inputs/outputs via Cast; Resize scales kept float32",
             "tensorrt": "model.onnx + BuilderFlag.FP16 / --fp16" if major < 11
-            else "model.fp16.onnx, strongly typed (no precision flags)"}
+            else "model.fp16.onnx, strongly typed (no precision flags)",
+            "validated": validated}

@@ -2,6 +2,13 @@
 
 The schema is documented in ``mtlexport.export``'s docstring; ``load_export_dir`` is the
 public way in for other stages (the bench helper): it validates the schema and every hash.
+
+Two kinds of files live in a folder. Export artifacts (ONNX, scripts, inputs, references) are
+fixed at export time: ``files`` lists them and every load checks their SHA-256. Engine
+artifacts (``ENGINE_FILES``: the plan, timing cache, layer JSON, build log and trtexec's bench
+outputs) are expected to be (re)written later by ``trtexec_build.sh`` / ``trtexec_bench.sh`` on
+the target machine: ``engine_files`` records those present at export time, for information
+only (``ExportManifest.plan_origin`` uses it), and they are never a reason to reject a folder.
 """
 
 from __future__ import annotations
@@ -13,10 +20,17 @@ from pathlib import Path
 from typing import Any
 
 from mtlexport.errors import ExportError
+from mtlexport.export.trtexec import BENCH_OUTPUT_FILES, PLAN_FILE, TIMING_CACHE_FILE
 
 MANIFEST_FILE = "manifest.json"
 SCHEMA = "mtlexport.export"
-SCHEMA_VERSION = 1
+# 2: engine artifacts moved from ``files`` to ``engine_files``; tensorrt.engine_precision,
+#    builder.tf32, outputs[].tolerance.tf32 and validation.runs added. Version 1 still loads.
+SCHEMA_VERSION = 2
+LAYERS_FILE = "engine.layers.json"
+BUILD_LOG_FILE = "engine_build.log"
+ENGINE_FILES: frozenset[str] = frozenset({PLAN_FILE, TIMING_CACHE_FILE, LAYERS_FILE, BUILD_LOG_FILE,
+                                          *BENCH_OUTPUT_FILES})
 
 
 def sha256_file(path: Path) -> str:
@@ -28,12 +42,13 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def file_table(folder: Path) -> dict[str, dict[str, Any]]:
-    """``{relative path: {sha256, bytes}}`` for every file under ``folder`` except the manifest."""
+def file_table(folder: Path, engine: bool = False) -> dict[str, dict[str, Any]]:
+    """``{relative path: {sha256, bytes}}`` for the export artifacts under ``folder`` (every file
+    except the manifest and ``ENGINE_FILES``), or with ``engine`` for the engine artifacts."""
     table = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         rel = path.relative_to(folder).as_posix()
-        if rel != MANIFEST_FILE:
+        if rel != MANIFEST_FILE and (rel in ENGINE_FILES) == engine:
             table[rel] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
     return table
 
@@ -76,13 +91,56 @@ class ExportManifest:
 
     @property
     def plan(self) -> Path | None:
-        """The TensorRT plan, when one was built."""
-        build = self.data["tensorrt"].get("build")
-        return self.path / build["plan"] if build else None
+        """The TensorRT plan when the folder has one: built by the export's Python build or
+        written afterwards by ``trtexec_build.sh`` (both save ``model.plan``)."""
+        build = (self.data.get("tensorrt") or {}).get("build")
+        path = self.path / (build["plan"] if build else PLAN_FILE)
+        return path if path.is_file() else None
+
+    @property
+    def plan_origin(self) -> str | None:
+        """``"export"`` when the plan is the one the export built, ``"trtexec"`` when it was
+        built (or rebuilt) after export, None without a plan."""
+        plan = self.plan
+        if plan is None:
+            return None
+        rel = plan.relative_to(self.path).as_posix()
+        recorded = self.data.get("engine_files", {}).get(rel) or self.data.get("files", {}).get(rel)
+        if recorded and plan.stat().st_size == recorded["bytes"] and sha256_file(plan) == recorded["sha256"]:
+            return "export"
+        return "trtexec"
+
+    @property
+    def engine_precision(self) -> str:
+        """The tolerance set a plan of this folder is checked with: ``fp16``, ``tf32`` or ``fp32``.
+
+        Both build paths follow the export options: FP16 for an fp16 export, else TF32 unless
+        the export passed ``--no-tf32`` (trtexec_build.sh then carries ``--noTF32``).
+        """
+        recorded = (self.data.get("tensorrt") or {}).get("engine_precision")
+        if recorded:
+            return str(recorded)
+        if self.precision == "fp16":
+            return "fp16"
+        return "tf32" if (self.data.get("options") or {}).get("tf32", True) else "fp32"
+
+    def tolerances(self, precision: str) -> dict[str, tuple[float, float]]:
+        """``{output: (atol, rtol)}`` recorded for ``precision`` (fp32, fp16 or tf32).
+
+        Manifests without a ``tf32`` entry (schema 1) get the fp16 one: TF32 keeps FP16's
+        10-bit mantissa, so its rounding errors are of the same size.
+        """
+        out = {}
+        for o in self.data["outputs"]:
+            table = o.get("tolerance") or {}
+            tol = table.get(precision) or (table.get("fp16") if precision == "tf32" else None)
+            if tol:
+                out[o["name"]] = (float(tol["atol"]), float(tol["rtol"]))
+        return out
 
     def file(self, name: str) -> Path:
         """Absolute path of an artifact listed in the manifest."""
-        if name not in self.data["files"]:
+        if name not in self.data["files"] and name not in self.data.get("engine_files", {}):
             raise ExportError(f"{self.path}: manifest lists no file {name!r}")
         return self.path / name
 
@@ -91,7 +149,8 @@ class ExportManifest:
 
 
 def load_export_dir(path: str | Path, verify: bool = True) -> ExportManifest:
-    """Read ``path/manifest.json``; with ``verify`` check every listed file's size and SHA-256."""
+    """Read ``path/manifest.json``; with ``verify`` check every export artifact's size and SHA-256
+    (engine artifacts written after export, see ``ENGINE_FILES``, are not checked)."""
     folder = Path(path)
     manifest_path = folder / MANIFEST_FILE
     if not manifest_path.is_file():
@@ -108,6 +167,8 @@ def load_export_dir(path: str | Path, verify: bool = True) -> ExportManifest:
     if verify:
         problems = []
         for rel, entry in data.get("files", {}).items():
+            if rel in ENGINE_FILES:  # schema 1 listed engine artifacts here; they may be rebuilt
+                continue
             file = folder / rel
             if not file.is_file():
                 problems.append(f"{rel} is missing")

@@ -12,7 +12,9 @@ EXPORTERS = ("dynamo", "torchscript")
 OPSET_MIN, OPSET_MAX = 17, 21
 DEFAULT_OPSET = 18
 TRT_VERSIONS = (10, 11)
-DEFAULT_TRT_VERSION = 10
+# The major version the ``trt`` extra installs (pyproject: tensorrt>=10,<12 resolves to 11.x):
+# the target when no TensorRT is installed here. A test keeps the two in step.
+DEFAULT_TRT_VERSION = 11
 DEFAULT_SIZE = 256
 
 
@@ -60,8 +62,10 @@ class BatchRange:
 class ExportOptions:
     """Settings of one export. ``height``/``width`` None take the checkpoint's data size.
 
-    ``trt_version`` None means the installed TensorRT's major version, or 10 when none is
-    installed. ``workspace_mib`` is the builder's workspace memory pool limit.
+    ``trt_version`` None means the installed TensorRT's major version, or the one the ``trt``
+    extra installs (``DEFAULT_TRT_VERSION``) when none is installed. ``workspace_mib`` is the
+    builder's workspace memory pool limit. ``tf32`` lets TensorRT use TF32 for FP32 convolutions
+    and matrix products (its default); the engine is then validated with TF32-sized tolerances.
     """
 
     batch: BatchRange = field(default_factory=BatchRange)
@@ -75,6 +79,7 @@ class ExportOptions:
     exporter: str = "dynamo"
     workspace_mib: int = 4096
     optimization_level: int = 3
+    tf32: bool = True
     real_data: bool = True
     seed: int = 0
 
@@ -100,6 +105,19 @@ class ExportOptions:
         out = asdict(self)
         out["batch"] = self.batch.to_dict()
         return out
+
+
+def choose_trt_major(requested: int | None, installed: int | None) -> tuple[int, str]:
+    """The TensorRT major version the export targets, and where it came from.
+
+    ``requested`` (``--trt-version``) wins, then the ``installed`` major version (clamped to the
+    supported range), then ``DEFAULT_TRT_VERSION`` (what the ``trt`` extra installs).
+    """
+    if requested is not None:
+        return requested, "requested"
+    if installed is not None:
+        return min(max(installed, TRT_VERSIONS[0]), TRT_VERSIONS[-1]), "installed"
+    return DEFAULT_TRT_VERSION, "default"
 
 
 def resolve_size(options: ExportOptions, data_config: dict[str, Any] | None, stride: int) -> tuple[int, int]:

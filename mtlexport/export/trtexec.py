@@ -10,6 +10,9 @@ TensorRT 10 vs 11, as documented by NVIDIA's 10.x -> 11.x migration guide:
 - trtexec's inference defaults differ: TRT 10 runs without CUDA graphs or spin-wait and with
   host/device transfers; TRT 11 turns CUDA graphs and spin-wait on and transfers off. Our
   scripts state the wanted settings explicitly where a flag exists for them.
+- ``--separateProfileRun`` (per-layer profiling in a run of its own, so it does not disturb the
+  timed run) is TRT 10 only: in 11 it is a deprecated no-op and the profile run is always separate.
+- TF32 is on by default in both; ``--noTF32`` turns it off (``ExportOptions.tf32=False``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from mtlexport.export.options import BatchRange
 
 PLAN_FILE = "model.plan"
 TIMING_CACHE_FILE = "timing.cache"
+# Files that trtexec_build.sh / trtexec_bench.sh (or a Python build) may write after export.
+BENCH_OUTPUT_FILES = ("times.json", "profile.json", "layers.json")
 INPUT_FILE = "inputs/images.bin"
 BUILD_SCRIPT = "trtexec_build.sh"
 BENCH_SCRIPT = "trtexec_bench.sh"
@@ -76,7 +81,7 @@ def memory_text(mib: int) -> str:
 
 
 def build_flags(major: int, precision: str, batch: BatchRange, chw: tuple[int, int, int],
-                workspace_mib: int, optimization_level: int) -> list[str]:
+                workspace_mib: int, optimization_level: int, tf32: bool = True) -> list[str]:
     """trtexec flags that build ``model.plan`` (no inference) with the timing cache."""
     flags = [
         f"--onnx={onnx_file_for(major, precision)}",
@@ -92,6 +97,8 @@ def build_flags(major: int, precision: str, batch: BatchRange, chw: tuple[int, i
     ]
     if uses_fp16_flag(major, precision):
         flags.append("--fp16")
+    if not tf32:
+        flags.append("--noTF32")
     return flags
 
 
@@ -129,7 +136,7 @@ def bench_flags(major: int, batch: BatchRange, chw: tuple[int, int, int], settin
         f"--avgRuns={settings.avg_runs}",
         "--percentile=" + ",".join(str(p) for p in settings.percentiles),
         *runtime_flags(major, settings),
-        "--separateProfileRun",
+        *(["--separateProfileRun"] if major < 11 else []),
         "--exportTimes=times.json",
         "--exportProfile=profile.json",
         "--exportLayerInfo=layers.json",
@@ -162,10 +169,11 @@ def runtime_note(major: int, settings: BenchSettings) -> str:
 
 
 def build_script(major: int, precision: str, batch: BatchRange, chw: tuple[int, int, int],
-                 workspace_mib: int, optimization_level: int) -> str:
+                 workspace_mib: int, optimization_level: int, tf32: bool = True) -> str:
     """Text of ``trtexec_build.sh``."""
-    flags = build_flags(major, precision, batch, chw, workspace_mib, optimization_level)
-    notes = []
+    flags = build_flags(major, precision, batch, chw, workspace_mib, optimization_level, tf32)
+    notes = ["Rebuilding model.plan / timing.cache here is expected: 'mtlexport bench' accepts engine files "
+             "written after export (they are not covered by the manifest's SHA-256 check)."]
     if precision == "fp16":
         notes.append("FP16 via --fp16 (TensorRT 10 weak typing)." if major < 11
                      else "FP16 baked into model.fp16.onnx (TensorRT 11 is strongly typed: no precision flags).")

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from mtlexport.errors import ExportError
+from mtlexport.errors import BackendUnavailableError, ExportError
 from mtlexport.export.onnx_export import INPUT_NAME, OrderedOutputs
 from mtlexport.tasks import Tolerance
 
@@ -53,17 +54,57 @@ def torch_outputs(model: nn.Module, names: tuple[str, ...], images: Tensor) -> l
         return [t.detach().float().cpu().numpy() for t in wrapper(images)]
 
 
-def ort_session(path: Path):  # noqa: ANN201 - onnxruntime type stays lazy
-    """A CPU ONNX Runtime session for ``path`` (all graph optimisations on)."""
-    import onnxruntime as ort
+def import_ort() -> Any:
+    """Import onnxruntime, or raise BackendUnavailableError naming the extras that install it."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise BackendUnavailableError("onnxruntime is not installed: pip install 'mtlexport[cpu]' (or 'mtlexport[gpu]' "
+                                      "on a CUDA machine; install one of the two, never both)") from None
+    return onnxruntime
 
+
+def ort_session(path: Path, optimized_to: Path | None = None):  # noqa: ANN201 - onnxruntime type stays lazy
+    """A CPU ONNX Runtime session for ``path`` (all graph optimisations on); with
+    ``optimized_to`` ORT also saves the graph it actually runs there."""
+    ort = import_ort()
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    if optimized_to is not None:
+        options.optimized_model_filepath = str(optimized_to)
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/NotImplemented types
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ExportError(f"ONNX Runtime cannot load {path.name}: {first[:300]}") from exc
+
+
+def ort_run_info(model: Path, optimized: Path) -> dict[str, Any]:
+    """What ONNX Runtime (CPU) really ran for ``model``: the Casts it inserted, and in which
+    float type the convolutions computed (from the optimised graph ORT saved to ``optimized``).
+
+    ORT's CPU provider lacks float16 kernels for most operators: it wraps them in Casts and
+    computes them in float32, so an FP16 model validated here is not checked in FP16.
+    """
+    import onnx
+    from onnx import TensorProto
+
+    ort = import_ort()
+    source = onnx.load(str(model), load_external_data=False)
+    ran = onnx.load(str(optimized), load_external_data=False)
+    casts = sum(n.op_type == "Cast" for n in source.graph.node)
+    casts_run = sum(n.op_type == "Cast" for n in ran.graph.node)
+    types = {v.name: v.type.tensor_type.elem_type for v in (*ran.graph.value_info, *ran.graph.input, *ran.graph.output)}
+    types.update({i.name: i.data_type for i in ran.graph.initializer})
+    conv_types = sorted({_TYPE_NAMES.get(types.get(n.input[1], 0), "unknown")
+                         for n in ran.graph.node if "Conv" in n.op_type and len(n.input) > 1})
+    precision = "float16" if conv_types == ["float16"] else ("float32" if conv_types == ["float32"] else "mixed")
+    return {"model": model.name, "runtime": f"onnxruntime {ort.__version__}", "provider": "CPUExecutionProvider",
+            "casts_in_model": casts, "casts_inserted": max(casts_run - casts, 0), "conv_weight_types": conv_types,
+            "computed_in": precision}
+
+
+_TYPE_NAMES = {1: "float32", 10: "float16", 11: "float64", 16: "bfloat16"}
 
 
 def ort_outputs(session, images: np.ndarray) -> list[np.ndarray]:  # noqa: ANN001

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from mtlexport.errors import ConfigError, ExportError
-from mtlexport.export import BatchRange, ExportOptions, export_model, export_network, load_export_dir
+from mtlexport.export import BatchRange, ExportOptions, choose_trt_major, export_model, export_network, load_export_dir
+from mtlexport.export.trt import probe_tensorrt
 from mtlexport.export.validate import ort_outputs, ort_session, torch_outputs
 from mtlexport.models import create_model
 from mtlexport.train.checkpoint import load_checkpoint
@@ -67,7 +68,7 @@ def test_folder_contents_and_hashes(dense_export) -> None:  # noqa: ANN001
     folder = report.out_dir
     manifest = load_export_dir(folder)
     on_disk = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-    assert sorted([*manifest.data["files"], "manifest.json"]) == on_disk
+    assert sorted([*manifest.data["files"], *manifest.data["engine_files"], "manifest.json"]) == on_disk
     for expected in ("model.onnx", "model.fp16.onnx", "trtexec_build.sh", "trtexec_bench.sh", "inputs/images.bin",
                      "refs/seg.bin", "refs/depth.bin", "refs/attrs.bin"):
         assert expected in manifest.data["files"]
@@ -111,7 +112,12 @@ def test_scripts_are_executable_and_reference_only_folder_files(dense_export) ->
             assert not ref.startswith("/") and ".." not in ref
             assert ref in produced or (folder / ref).is_file(), ref
     build = (folder / "trtexec_build.sh").read_text()
-    assert "--fp16" in build and "--onnx=model.onnx" in build  # TRT 10 (default when none installed)
+    major = report.manifest["tensorrt"]["target_major"]
+    assert major == choose_trt_major(None, probe_tensorrt().major)[0]
+    if major == 11:  # the default where none is installed: the trt extra's version, no --fp16
+        assert "--fp16" not in build and "--onnx=model.fp16.onnx" in build
+    else:
+        assert "--fp16" in build and "--onnx=model.onnx" in build
 
 
 def test_trt_skip_is_one_notice(dense_export) -> None:  # noqa: ANN001
@@ -121,7 +127,7 @@ def test_trt_skip_is_one_notice(dense_export) -> None:  # noqa: ANN001
     trt_notices = [m for m in reporter.messages if m.startswith("TensorRT engine not built")]
     assert len(trt_notices) == 1 and "\n" not in trt_notices[0]
     assert report.manifest["tensorrt"]["not_built_reason"]
-    assert report.manifest["tensorrt"]["target_major"] == 10
+    assert report.manifest["tensorrt"]["target_major"] == choose_trt_major(None, probe_tensorrt().major)[0]
     assert not (report.out_dir / "model.plan").exists()
 
 

@@ -78,11 +78,13 @@ def _render(report, plot: Path | None) -> None:  # noqa: ANN001 - SlimReport, im
     if report.skipped:
         from rich.markup import escape
 
-        stdout.print(make_table(
-            "groups kept whole (unsupported)", ["blocked by", "groups", "removable kept", "why (first group)"],
-            [[escape(s.blocker), s.groups, s.channels, escape(f"{s.reason}; rooted at {', '.join(s.roots)}")]
-             for s in report.skipped],
-        ))
+        table = make_table(
+            "groups kept whole (unsupported)", ["blocked by", "groups", "removable kept", "why (first groups)"],
+            [[escape(s.blocker), s.groups, "unknown" if s.channels is None else s.channels,
+              escape(f"{s.reason}; rooted at {', '.join(s.roots)}")] for s in report.skipped],
+        )
+        table.columns[-1].justify = "left"
+        stdout.print(table)
     for text in report.notices:
         stdout.print(f"[dim]{text}[/dim]", highlight=False)
     stdout.print(f"wrote {report.output}" + (f" and {plot}" if plot else ""), highlight=False)

@@ -65,9 +65,10 @@ def zero_output_filters(module: nn.Module) -> Tensor:
 
 
 def dead_channels(group: ChannelGroup) -> tuple[int, ...]:
-    """Root channels that every consumer of the group reads through an all-zero weight slice."""
+    """Root channels that every consumer of the group reads through an all-zero weight slice
+    (none when the group's indices are ``unmapped``: they say nothing about the weights)."""
     consumers = group.by_role("consumer")
-    if not consumers:
+    if not consumers or group.unmapped:
         return ()
     live: set[int] = set()
     for mem in consumers:

@@ -80,7 +80,9 @@ class ChannelGroup:
 
     ``unsupported`` names the reason when the group holds a construct the surgeon does not
     handle (its channels are then never removed) and ``blocker`` the type of the layer or op
-    that blocked it; ``grouped`` is set when a grouped
+    that blocked it; ``unmapped`` when torch-pruning's indices for it cannot be trusted (its
+    index mapping failed or went out of range: its dead channels cannot even be counted);
+    ``grouped`` is set when a grouped
     convolution (1 < groups < channels) reads or writes it; ``observable`` when the channels
     reach a model output directly.
     """
@@ -95,6 +97,7 @@ class ChannelGroup:
     root_module: Any = field(default=None, compare=False, repr=False)
     root_fn: Any = field(default=None, compare=False, repr=False)
     blocker: str = ""
+    unmapped: bool = False
 
     def by_role(self, role: str) -> list[Member]:
         """Members with ``role``."""
@@ -164,7 +167,7 @@ def coupled_groups(dg: Any, model: nn.Module, output_fns: set[Any]) -> list[Chan
         for item, mem in zip(tp_group, members):
             if mem.role in ("producer", "depthwise", "norm"):
                 covered.add((id(item.dep.target.module), True))
-        reason, blocker = _unsupported(dg, tp_group, members, width, internals)
+        reason, blocker, bad_idxs = _unsupported(dg, tp_group, members, width, internals)
         grouped = any(_is_grouped(m.module) for m in members if m.role in ("producer", "consumer"))
         observable = any(m.role == "output" for m in members) or any(
             item.dep.target.grad_fn in output_fns and m.role in ("producer", "depthwise", "norm", "op")
@@ -173,7 +176,7 @@ def coupled_groups(dg: Any, model: nn.Module, output_fns: set[Any]) -> list[Chan
         groups.append(ChannelGroup(
             index=len(groups), root=names.get(module, type(module).__name__), width=width,
             members=tuple(members), unsupported=reason, grouped=grouped, observable=observable,
-            root_module=module, root_fn=tp_group[0].dep.handler, blocker=blocker,
+            root_module=module, root_fn=tp_group[0].dep.handler, blocker=blocker, unmapped=bad_idxs,
         ))
     return groups
 
@@ -204,16 +207,29 @@ def _member(dg: Any, item: Any, names: dict[Any, str], internals: LinearInternal
 
 
 def _unsupported(dg: Any, tp_group: Any, members: list[Member], width: int,
-                 internals: LinearInternals) -> tuple[str, str]:
-    """(why the group is kept whole, the blocking layer / op type), or two empty strings."""
-    from torch_pruning import ops
-
+                 internals: LinearInternals) -> tuple[str, str, bool]:
+    """(why the group is kept whole, the blocking layer / op type, whether its indices are
+    untrustworthy), or two empty strings and False."""
     failed = unmapped(dg)
     for item, mem in zip(tp_group, members):
         if item.dep.target in failed:
             op = mem.op or type(mem.module).__name__
             return (f"torch-pruning cannot map channel indices through {op} ({failed[item.dep.target]} in its "
-                    "index mapping; e.g. a channel shuffle)", op)
+                    "index mapping; e.g. a channel shuffle)", op, True)
+    for mem in members:
+        kind = mem.op or type(mem.module).__name__
+        if any(not 0 <= r < width for r in mem.root_idxs):
+            return f"inconsistent index mapping at {mem.name}", kind, True
+        limit = _channel_count(mem)
+        if limit is not None and any(not 0 <= i < limit for i in mem.idxs):
+            return f"index out of range at {mem.name}", kind, True
+    reason, blocker = _blocking(tp_group, members, internals)
+    return reason, blocker, False
+
+
+def _blocking(tp_group: Any, members: list[Member], internals: LinearInternals) -> tuple[str, str]:
+    from torch_pruning import ops
+
     for mem in members:  # the most telling reason first: a norm over the channels
         if mem.role == "other" and isinstance(mem.module, (nn.LayerNorm, nn.GroupNorm)):
             return _other_layer(mem)
@@ -226,11 +242,6 @@ def _unsupported(dg: Any, tp_group: Any, members: list[Member], width: int,
             return f"unsupported op {mem.op or type(mem.module).__name__}", mem.op or type(mem.module).__name__
         if node.type == ops.OPTYPE.CONCAT and getattr(node.module, "offsets", None) is None:
             return "concatenation whose channel offsets could not be inferred", mem.op or "CatBackward0"
-        if any(not 0 <= r < width for r in mem.root_idxs):
-            return f"inconsistent index mapping at {mem.name}", mem.op or type(mem.module).__name__
-        limit = _channel_count(mem)
-        if limit is not None and any(not 0 <= i < limit for i in mem.idxs):
-            return f"index out of range at {mem.name}", mem.op or type(mem.module).__name__
     if channels_last:
         return _channels_last_problem(members, channels_last[0])
     return "", ""

@@ -38,14 +38,15 @@ class LayerChange:
 class GroupSkip:
     """Unsupported groups kept whole because of one layer or op type (``blocker``).
 
-    ``channels``: removable (dead or foldable) channels they kept; ``reason``: one example in
+    ``channels``: removable (dead or foldable) channels they kept, None when some group's
+    channel indices are unknown (torch-pruning could not map them); ``reason``: one example in
     words; ``roots``: the first few groups' root layers.
     """
 
     blocker: str
     reason: str
     groups: int
-    channels: int
+    channels: int | None
     roots: tuple[str, ...]
 
     def to_dict(self) -> dict[str, Any]:
@@ -60,10 +61,12 @@ def group_skips(analyses: Iterable[GroupAnalysis]) -> tuple[GroupSkip, ...]:
         if a.group.unsupported:
             by.setdefault(a.group.blocker or a.group.unsupported, []).append(a)
     skips = [GroupSkip(blocker=blocker, reason=items[0].group.unsupported, groups=len(items),
-                       channels=sum(len(a.dead) + len(a.constant) for a in items),
+                       channels=None if any(a.group.unmapped for a in items)
+                       else sum(len(a.dead) + len(a.constant) for a in items),
                        roots=tuple(a.group.root for a in items[:EXAMPLE_ROOTS]))
              for blocker, items in by.items()]
-    return tuple(sorted(skips, key=lambda s: (-s.channels, -s.groups, s.blocker)))
+    # Uncountable first, then by channels kept.
+    return tuple(sorted(skips, key=lambda s: (s.channels is not None, -(s.channels or 0), -s.groups, s.blocker)))
 
 
 @dataclass(frozen=True)

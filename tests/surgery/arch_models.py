@@ -2,8 +2,11 @@
 
 Dense block (features concatenated again and again), two branches concatenated in both orders,
 channel shuffle (view / transpose / view), ConvNeXt-style blocks (Linear layers on channels-last
-tensors) and a U-Net with skip concatenations. ``kill_channels`` zeroes whole consumer input
-slices, the way the proximal optimizer leaves them.
+tensors) and a U-Net with skip concatenations. ``kill_channels`` zeroes random consumer input
+slices, the way the proximal optimizer leaves them; ``DEAD`` lists, per model, channels killed
+by hand in every block (each entry: every reader of one channel and the input index it reads it
+at), ``BLOCKED`` dead channels the surgeon must keep and the layer / op type it must name, and
+``LIVE`` slices zeroed in some readers only (or in a group the graph cannot map): kept.
 """
 
 from __future__ import annotations
@@ -252,6 +255,92 @@ def kill_channels(model: nn.Module, gen: torch.Generator, share: float = 0.4) ->
             mod.weight.index_fill_(dim, idx, 0.0)
             zeroed[name] = idx.tolist()
     return zeroed
+
+
+Readers = dict[str, int]
+
+HEAD_HIDDEN: list[Readers] = [{"heads.seg.1": 2}, {"heads.classifier": 4}]
+
+DEAD: dict[str, list[Readers]] = {
+    "dense": [
+        {"block1.0.conv1": 1, "block1.1.conv1": 1, "block1.2.conv1": 1, "transition.2": 1},  # stem
+        {"block1.1.conv1": 10, "block1.2.conv1": 10, "transition.2": 10},  # block1.0 output, offset 8
+        {"block1.2.conv1": 18, "transition.2": 18},  # block1.1 output, offset 14
+        {"transition.2": 25},  # block1.2 output, offset 20
+        {"block1.1.conv2": 3}, {"block2.0.conv2": 7},  # bottleneck widths
+        {"block2.0.conv1": 5, "block2.1.conv1": 5, "block2.2.conv1": 5, "heads.seg.0.0": 5,
+         "heads.cls_hidden": 5},  # transition output
+        {"block2.2.conv1": 18, "heads.seg.0.0": 18, "heads.cls_hidden": 18},  # block2.1 output
+        {"heads.seg.0.0": 29, "heads.cls_hidden": 29},  # block2.2 output
+        *HEAD_HIDDEN,
+    ],
+    "crosscat": [
+        {"left.0": 0, "right.0": 0},  # stem
+        {"ab.0": 1, "ba.0": 11}, {"ab.0": 4, "ba.0": 14},  # left: first in ab, second in ba
+        {"ab.0": 8, "ba.0": 2}, {"ab.0": 15, "ba.0": 9},  # right: second in ab, first in ba
+        {"heads.seg.0.0": 3, "heads.cls_hidden": 3},  # ab + ba
+        *HEAD_HIDDEN,
+    ],
+    "shuffle": [
+        {"stage.0.branch1.2": 5, "stage.0.branch2.0": 5},  # stem (through a depthwise conv)
+        {"stage.0.branch2.5": 3}, {"stage.1.branch2.5": 1}, {"stage.2.branch2.5": 6},  # unit widths
+        {"heads.seg.0.0": 7, "heads.cls_hidden": 7},  # conv5
+        *HEAD_HIDDEN,
+    ],
+    "convnext": [
+        {"stage1.0.pwconv2": 5}, {"stage1.0.pwconv2": 30}, {"stage1.1.pwconv2": 0},  # MLP widths
+        {"stage2.0.pwconv2": 17}, {"stage2.1.pwconv2": 63},
+        *HEAD_HIDDEN,
+    ],
+    "unet": [
+        {"enc2.0.0": 2, "dec1.0.0": 18},  # e1: pooled into enc2 and the second part of dec1's concat
+        {"enc3.0.0": 7, "dec2.0.0": 23},  # e2: pooled into enc3 and the second part of dec2's concat
+        {"enc1.1.0": 5}, {"enc2.1.0": 9}, {"enc3.1.0": 11}, {"dec2.1.0": 6}, {"dec1.1.0": 3},
+        {"dec1.0.0": 10},  # d2, upsampled, first part of dec1's concat
+        {"heads.seg.0.0": 1, "heads.cls_hidden": 1},  # d1
+        *HEAD_HIDDEN,
+    ],
+}
+
+BLOCKED: dict[str, tuple[list[Readers], set[str]]] = {
+    "dense": ([], set()),
+    "crosscat": ([], set()),
+    "shuffle": ([], {"ViewBackward0"}),
+    # stage-2 stream: every reader is zero, but the LayerNorms normalise over the channel
+    "convnext": ([{"stage2.0.pwconv1": 3, "stage2.1.pwconv1": 3, "heads.seg.0.0": 3, "heads.cls_hidden": 3}],
+                 {"LayerNorm", "LayerNorm2d"}),
+    # a transposed convolution reads e3 and writes the first part of dec2's concat
+    "unet": ([{"up2": 3}, {"dec2.0.0": 4}], {"ConvTranspose2d"}),
+}
+
+LIVE: dict[str, list[Readers]] = {
+    "dense": [{"block1.1.conv1": 12, "block1.2.conv1": 12}],  # transition.2 still reads it
+    "crosscat": [{"ab.0": 2}],  # ba still reads left channel 2
+    "shuffle": [{"conv5.0": 4}, {"stage.1.branch2.0": 2}],  # behind the shuffle
+    "convnext": [{"stage1.0.pwconv1": 2}],  # the residual stream channel is read elsewhere
+    "unet": [{"enc3.0.0": 1}],  # dec2 still reads e2 channel 1
+}
+
+
+def zero_readers(model: nn.Module, specs: list[Readers]) -> None:
+    """Zero each listed reader's input slice (``ConvTranspose2d``: its weight's first dim)."""
+    with torch.no_grad():
+        for readers in specs:
+            for name, idx in readers.items():
+                mod = model.get_submodule(name)
+                if isinstance(mod, nn.ConvTranspose2d):
+                    mod.weight[idx] = 0
+                else:
+                    mod.weight[:, idx] = 0
+
+
+def build_dead(kind: str, seed: int = 0) -> nn.Module:
+    """An ``ARCHITECTURES[kind]`` model with the ``DEAD``, ``BLOCKED`` and ``LIVE`` slices zeroed."""
+    torch.manual_seed(seed)
+    model = ARCHITECTURES[kind]().eval()
+    randomise(model, torch.Generator().manual_seed(seed))
+    zero_readers(model, DEAD[kind] + BLOCKED[kind][0] + LIVE[kind])
+    return model
 
 
 def build(kind: str, seed: int = 0, share: float = 0.4) -> tuple[nn.Module, dict[str, list[int]]]:

@@ -152,8 +152,10 @@ class Harness:
         run, clock = self.runner, self.clock
         if self._host0 is None:
             run.synchronize()
-            self._host0 = time.perf_counter()
+            # Device zero first, host zero second: every device mark of a query is taken after its
+            # host start, so with this order startH2dMs / startComputeMs never precede startEnqMs.
             self._dev0 = clock.mark()
+            self._host0 = time.perf_counter()
         host0, dev0 = self._host0, self._dev0
         transfers = run.transfers
         count = 0

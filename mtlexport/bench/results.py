@@ -19,7 +19,9 @@ from mtlexport.io import write_json, write_text
 @dataclass(frozen=True)
 class BenchResult:
     """One measured configuration. Latency is trtexec's (H2D + compute + D2H, device clock);
-    ``host`` is the end-to-end host wall time per query; throughput uses total host wall time."""
+    ``host`` is the end-to-end host wall time per query; throughput uses total host wall time.
+    ``prepare_s`` is the untimed set-up of this batch size before warm-up (buffers, the first
+    runs and, for ``inductor``, compiling the model: its compile time, 0 when reused)."""
 
     label: str
     engine: str
@@ -44,6 +46,7 @@ class BenchResult:
     enqueue: LatencyStats
     host: LatencyStats
     check: dict[str, Any]
+    prepare_s: float = 0.0
     records: tuple[QueryRecord, ...] = field(default=(), repr=False)
 
     @property
@@ -58,7 +61,7 @@ class BenchResult:
             "input_shape": list(self.input_shape), "settings": self.settings, "queries": self.queries,
             "warmup_queries": self.warmup_queries, "wall_s": self.wall_s, "throughput_qps": self.throughput_qps,
             "images_per_s": self.images_per_s, "macs_per_sample": self.macs_per_sample,
-            "gflops_per_s": self.gflops_per_s,
+            "gflops_per_s": self.gflops_per_s, "prepare_s": self.prepare_s,
         }
         for name in ("latency", "compute", "h2d", "d2h", "enqueue", "host"):
             out[f"{name}_ms"] = getattr(self, name).to_dict()
@@ -183,6 +186,7 @@ CSV_COLUMNS = (
     "label", "backend", "device", "batch", "precision", "queries", "latency_mean_ms", "latency_median_ms",
     "latency_p90_ms", "latency_p95_ms", "latency_p99_ms", "latency_min_ms", "latency_max_ms", "latency_cv",
     "compute_mean_ms", "host_mean_ms", "throughput_qps", "images_per_s", "macs_per_sample", "gflops_per_s",
+    "prepare_s",
 )
 
 
@@ -197,7 +201,7 @@ def report_csv(report: BenchReport) -> str:
             r.label, r.backend, r.device, r.batch, r.precision, r.queries, lat.mean, lat.median, lat.p90, lat.p95,
             lat.p99, lat.min, lat.max, lat.cv, r.compute.mean, r.host.mean, r.throughput_qps, r.images_per_s,
             r.macs_per_sample if r.macs_per_sample is not None else "",
-            r.gflops_per_s if r.gflops_per_s is not None else "",
+            r.gflops_per_s if r.gflops_per_s is not None else "", r.prepare_s,
         ])
     return buf.getvalue()
 

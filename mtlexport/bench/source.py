@@ -41,10 +41,17 @@ class ModelSource:
     inputs_bin: Path | None = None
     refs: dict[str, Path] = field(default_factory=dict)
     tolerances: dict[str, tuple[float, float]] = field(default_factory=dict)
+    tolerance_sets: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
+    plan_precision: str | None = None
 
     @property
     def default_backend(self) -> str:
         return DEFAULT_BACKEND[self.kind]
+
+    def tolerances_for(self, precision: str) -> dict[str, tuple[float, float]]:
+        """``{output: (atol, rtol)}`` for outputs computed at ``precision`` (fp32, fp16 or tf32),
+        as recorded by the export (or the tasks for a checkpoint); ``tolerances`` otherwise."""
+        return self.tolerance_sets.get(precision) or self.tolerances
 
     @property
     def opt_batch(self) -> int | None:
@@ -103,12 +110,14 @@ def _from_checkpoint(p: Path, input_size: tuple[int, int] | None, label: str | N
     model = ckpt.build_model()
     macs = profile_model(model, shape).macs
     tasks = build_tasks(ckpt.spec)
-    tolerances = {}
-    for name, task in tasks.items():
-        tol = task.tolerance(precision if precision in task.tolerances else "fp32")
-        tolerances[name] = (tol.atol, tol.rtol)
+    sets: dict[str, dict[str, tuple[float, float]]] = {}
+    for key in ("fp32", "fp16"):
+        for name, task in tasks.items():
+            tol = task.tolerance(key if key in task.tolerances else "fp32")
+            sets.setdefault(key, {})[name] = (tol.atol, tol.rtol)
     return ModelSource(path=p, kind="checkpoint", label=label or _stem(p), input_shape=shape,
-                       output_names=ckpt.spec.task_names, macs=macs, checkpoint=p, tolerances=tolerances)
+                       output_names=ckpt.spec.task_names, macs=macs, checkpoint=p,
+                       tolerances=sets.get(precision, sets["fp32"]), tolerance_sets=sets)
 
 
 def _from_onnx(p: Path, input_size: tuple[int, int] | None, label: str | None) -> ModelSource:
@@ -150,7 +159,11 @@ def _stem(p: Path) -> str:
 
 
 def _from_export_dir(folder: Path, input_size: tuple[int, int] | None, label: str | None, precision: str) -> ModelSource:
-    """Read an export folder through ``mtlexport.export.load_export_dir`` (schema and SHA-256 checked)."""
+    """Read an export folder through ``mtlexport.export.load_export_dir`` (schema and SHA-256 checked).
+
+    Tolerances come from the manifest: ``tolerances`` for the ONNX model ``precision`` selects,
+    ``tolerance_sets[plan_precision]`` for the TensorRT plan (the export's precision and TF32
+    setting, whatever bench's ``--precision``)."""
     from mtlexport.export import load_export_dir
 
     man = load_export_dir(folder)
@@ -162,14 +175,13 @@ def _from_export_dir(folder: Path, input_size: tuple[int, int] | None, label: st
     batch = man.batch
     reference = data.get("reference") or {}
     ref_input = reference.get("input") or {}
-    refs, tolerances = {}, {}
+    refs = {}
     for out in data["outputs"]:
         ref = (reference.get("outputs") or {}).get(out["name"])
         if ref:
             refs[out["name"]] = folder / ref["file"]
-        tol = (out.get("tolerance") or {}).get(precision)
-        if tol:
-            tolerances[out["name"]] = (float(tol["atol"]), float(tol["rtol"]))
+    plan_precision = man.engine_precision
+    sets = {key: man.tolerances(key) for key in {"fp32", "fp16", "tf32", precision, plan_precision}}
     ref_batch = int(ref_input["shape"][0]) if ref_input.get("shape") else int(batch["opt"])
     src = data.get("source") or {}
     ckpt = src.get("checkpoint")
@@ -180,8 +192,9 @@ def _from_export_dir(folder: Path, input_size: tuple[int, int] | None, label: st
         batch_range=(int(batch["min"]), ref_batch, int(batch["max"])), output_names=man.output_names,
         macs=(src.get("spec") or {}).get("macs_per_sample"),
         checkpoint=Path(ckpt) if isinstance(ckpt, str) and Path(ckpt).is_file() else None,
-        onnx=models.get("fp32"), onnx_fp16=models.get("fp16"), plan=plan if plan and plan.is_file() else None,
-        inputs_bin=folder / ref_input["file"] if ref_input.get("file") else None, refs=refs, tolerances=tolerances,
+        onnx=models.get("fp32"), onnx_fp16=models.get("fp16"), plan=plan,
+        inputs_bin=folder / ref_input["file"] if ref_input.get("file") else None, refs=refs,
+        tolerances=sets[precision], tolerance_sets=sets, plan_precision=plan_precision,
     )
 
 

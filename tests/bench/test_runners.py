@@ -31,8 +31,8 @@ def _active_runner(name: str, source, settings: BenchSettings, tmp_path: Path) -
 
 
 def test_registry_names_and_unknown() -> None:
-    assert set(RUNNERS.names()) >= {"torch", "ort", "trt"}
-    with pytest.raises(ConfigError, match="valid names: ort, torch, trt"):
+    assert set(RUNNERS.names()) >= {"torch", "inductor", "ort", "trt"}
+    with pytest.raises(ConfigError, match="valid names: inductor, ort, torch, trt"):
         RUNNERS.get("tvm")
 
 

@@ -97,7 +97,7 @@ def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
     (["--batch", "0"], "between 1 and"),
     (["--batch", "abc"], "positive integers"),
     (["--iterations", "0"], "--iterations"),
-    (["--backend", "tvm"], "valid names: ort, torch, trt"),
+    (["--backend", "tvm"], "valid names: inductor, ort, torch, trt"),
     (["--input-size", "axb"], "input size"),
 ])
 def test_bad_options(models: tuple[Path, Path], args: list[str], needle: str,

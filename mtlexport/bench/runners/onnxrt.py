@@ -27,8 +27,32 @@ def _import_ort() -> Any:
     try:
         import onnxruntime
     except ImportError:
-        raise BackendUnavailableError("backend ort: onnxruntime is not installed (pip install onnxruntime)") from None
+        raise BackendUnavailableError("backend ort: onnxruntime is not installed (pip install 'mtlexport[cpu]', "
+                                      "or 'mtlexport[gpu]' on a CUDA machine)") from None
     return onnxruntime
+
+
+def providers_for(provider: str, gpu_options: dict[str, Any] | None = None) -> list[Any]:
+    """The execution provider list for ``provider`` (cpu, cuda or tensorrt), highest priority
+    first, each GPU provider with ``gpu_options``: TensorRT falls back to CUDA for the nodes it
+    does not take, and CUDA to the CPU."""
+    if provider == "cpu":
+        return [_PROVIDERS["cpu"]]
+    chain = ["tensorrt", "cuda"] if provider == "tensorrt" else ["cuda"]
+    return [(_PROVIDERS[p], dict(gpu_options or {})) for p in chain] + [_PROVIDERS["cpu"]]
+
+
+def _both_flavours_installed() -> bool:
+    from importlib import metadata
+
+    found = set()
+    for dist in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            metadata.version(dist)
+            found.add(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return len(found) == 2
 
 
 @RUNNERS.register("ort")
@@ -50,9 +74,12 @@ class OrtRunner(Runner):
         provider = self.provider_name()
         available = ort.get_available_providers()
         if _PROVIDERS[provider] not in available:
+            fix = ("both onnxruntime and onnxruntime-gpu are installed and the CPU build shadows the GPU one: "
+                   "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu"
+                   if _both_flavours_installed() else "install onnxruntime-gpu on a CUDA machine")
             raise BackendUnavailableError(
                 f"backend ort: the {provider} execution provider is not available in onnxruntime {ort.__version__} "
-                f"(providers: {', '.join(available)}); install onnxruntime-gpu on a CUDA machine")
+                f"(providers: {', '.join(available)}); {fix}")
         torch = None
         if s.device == "cuda":
             import torch
@@ -70,10 +97,8 @@ class OrtRunner(Runner):
             opts.inter_op_num_threads = s.inter_op_threads
             opts.execution_mode = ort.ExecutionMode.ORT_PARALLEL
         opts.log_severity_level = 3
-        providers: list[Any] = [_PROVIDERS[provider]]
-        if provider != "cpu":
-            gpu_opts = {"device_id": 0, "user_compute_stream": str(self._stream.cuda_stream)}
-            providers = [(_PROVIDERS[provider], gpu_opts), "CPUExecutionProvider"]
+        gpu_opts = {"device_id": 0, "user_compute_stream": str(self._stream.cuda_stream)} if provider != "cpu" else None
+        providers = providers_for(provider, gpu_opts)
         try:
             self._session = ort.InferenceSession(str(self._path), sess_options=opts, providers=providers)
         except Exception as exc:  # ORT raises its own Fail / InvalidGraph types

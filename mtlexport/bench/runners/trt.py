@@ -16,12 +16,9 @@ from mtlexport.errors import BackendUnavailableError, ConfigError, ExportError
 
 
 def _import_trt() -> Any:
-    try:
-        import tensorrt
-    except ImportError:
-        raise BackendUnavailableError("backend trt: the tensorrt package is not installed here "
-                                      "(pip install tensorrt on a machine with a CUDA GPU)") from None
-    return tensorrt
+    from mtlexport.export.trt import import_tensorrt
+
+    return import_tensorrt("backend trt")
 
 
 @RUNNERS.register("trt")
@@ -69,7 +66,8 @@ class TrtRunner(Runner):
             raise ConfigError(f"shape {list(images.shape)} is outside the plan's profile {list(lo)}..{list(hi)}; "
                               "choose --batch inside it or rebuild the plan")
         if not ctx.set_input_shape(name, tuple(images.shape)):
-            raise ConfigError(f"TensorRT rejected input shape {list(images.shape)}")
+            raise ConfigError(f"TensorRT rejected input shape {list(images.shape)}; choose --batch inside the plan's "
+                              "optimisation profile")
         in_dtype = self._torch_dtype(name)
         self._host_x = torch.from_numpy(images).to(in_dtype).pin_memory()
         self._dev_x = self._host_x.to("cuda")
@@ -122,6 +120,12 @@ class TrtRunner(Runner):
         self._context = None
         self._engine = None
         self._dev_out, self._host_out = {}, {}
+
+    @property
+    def precision(self) -> str:
+        """What the plan computes in (fp16, tf32 or fp32, from the export manifest): its outputs
+        are checked with that tolerance set, whatever ``--precision`` says."""
+        return self.source.plan_precision or self.settings.precision
 
     def describe(self) -> dict[str, Any]:
         return {"transfers": self.transfers, "cuda_graph": self.settings.cuda_graph,

@@ -73,8 +73,8 @@ def group_skips(analyses: Iterable[GroupAnalysis]) -> tuple[GroupSkip, ...]:
 class SlimReport:
     """Result of ``slim_model`` / ``slim_checkpoint``.
 
-    ``group_sparsity``: share of zero input-channel groups of the backbone convolutions before
-    surgery; ``realised``: share of those convolutions' input channels physically removed.
+    ``group_sparsity``: share of zero input-channel groups of the backbone convolutions and
+    Linear layers before surgery; ``realised``: share of their input channels physically removed.
     ``kept`` counts removable channels that were kept, by reason (protected, output, grouped,
     unsupported, round_to, min_keep); ``skipped`` says which layer or op types made groups
     unsupported (``skipped_groups``: group count per reason in words). MACs are per sample at
@@ -149,14 +149,15 @@ def layer_changes(before: dict[str, tuple[str, int, int]], after: dict[str, tupl
                  for name, (kind, cin, cout) in before.items() if name in after)
 
 
-def shared_convs(model: nn.Module, prefix: str = "backbone.") -> dict[str, nn.Conv2d]:
-    """The convolutions group sparsity is measured on: the backbone's, or all when there is none."""
-    convs = {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
-    shared = {n: m for n, m in convs.items() if n.startswith(prefix)}
-    return shared or convs
+def shared_convs(model: nn.Module, prefix: str = "backbone.") -> dict[str, nn.Module]:
+    """The layers group sparsity is measured on: the backbone's convolutions and Linear layers
+    (ConvNeXt-style MLPs are Linear), or the whole model's when there is no backbone."""
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    shared = {n: m for n, m in layers.items() if n.startswith(prefix)}
+    return shared or layers
 
 
-def input_group_sparsity(convs: dict[str, nn.Conv2d]) -> tuple[int, int]:
-    """(zero input-channel groups, all input-channel groups) over ``convs``."""
-    zero = sum(int(zero_input_slices(m).sum()) for m in convs.values())
-    return zero, sum(m.in_channels for m in convs.values())
+def input_group_sparsity(layers: dict[str, nn.Module]) -> tuple[int, int]:
+    """(zero input-channel groups, all input-channel groups) over ``layers`` (conv / Linear)."""
+    zero = sum(int(zero_input_slices(m).sum()) for m in layers.values())
+    return zero, sum(int(m.weight.shape[1] * getattr(m, "groups", 1)) for m in layers.values())

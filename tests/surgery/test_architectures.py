@@ -131,7 +131,14 @@ def test_graph_built_elsewhere_still_raises_on_the_shuffle() -> None:
 
 def test_convnext_mlp_widths_removed_and_layer_norm_channels_kept() -> None:
     model = build_dead("convnext")
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    # Zero input slices of every layer (the depthwise convolutions have none here).
+    zero = sum(int((m.weight.reshape(m.weight.shape[0], m.weight.shape[1], -1) == 0).all(2).all(0).sum())
+               for m in layers if getattr(m, "groups", 1) == 1)
+    total = sum(_in_width(m) for m in layers)
     report = _slim(model)
+    assert report.group_sparsity == pytest.approx(zero / total) and zero >= 5  # Linear layers count
+    assert report.realised > 0
     assert model.stage1[0].pwconv1.out_features == 30 and model.stage1[0].pwconv2.in_features == 30
     assert model.stage2[1].pwconv1.out_features == 63
     assert model.stage2[0].dwconv.out_channels == 16 and model.stage2[0].norm.normalized_shape == (16,)

@@ -11,7 +11,7 @@ a corrupted layer is never handed on.
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from torch import nn
@@ -121,7 +121,7 @@ def prune_group(dg: Any, gp: GroupPlan, survivors: Survivors | None = None) -> N
         survivors.remove(mem, idxs)
 
 
-def _refuse(root: str, kind: str) -> None:
+def _refuse(root: str, kind: str) -> NoReturn:
     raise VerificationError(
         f"group rooted at {root}: torch-pruning maps the removal differently from the "
         f"analysis at a layer of type {kind}; refusing to prune, nothing was written"

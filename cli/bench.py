@@ -11,8 +11,9 @@ from cli._common import JsonOpt, RichReporter, emit_json, make_table, stdout
 
 EngineOpt = Annotated[Path, typer.Option("--engine", "-e", help="A .pt checkpoint, .onnx, .plan or export directory.",
                                          show_default=False)]
-BackendOpt = Annotated[str | None, typer.Option("--backend", "-b", help="torch, ort or trt (comma-separated for several); "
-                                                "default: inferred from --engine.", show_default=False)]
+BackendOpt = Annotated[str | None, typer.Option("--backend", "-b", help="torch, inductor (torch.compile), ort or trt "
+                                                "(comma-separated for several); default: inferred from --engine.",
+                                                show_default=False)]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: cuda for trt, else cpu).",
                                                show_default=False)]
 BatchOpt = Annotated[str, typer.Option("--batch", help="Batch size(s), e.g. 1,8,16 (a list sweeps them).")]
@@ -32,9 +33,11 @@ def bench(
     graph_opt: Annotated[str, typer.Option("--graph-opt", help="ORT graph optimisation: disable, basic, extended, all.")] = "all",
     ort_provider: Annotated[str | None, typer.Option("--ort-provider", help="ORT GPU provider: cuda or tensorrt.",
                                                      show_default=False)] = None,
-    precision: Annotated[str, typer.Option("--precision", help="fp32, or fp16 (torch autocast / model.fp16.onnx).")] = "fp32",
-    channels_last: Annotated[bool, typer.Option("--channels-last", help="torch: channels-last memory format.")] = False,
-    cuda_graph: Annotated[bool, typer.Option("--cuda-graph", help="torch/trt on CUDA: replay a captured CUDA graph.")] = False,
+    precision: Annotated[str, typer.Option("--precision", help="fp32, or fp16 (torch/inductor autocast, "
+                                           "model.fp16.onnx); a TensorRT plan runs at its export's precision.")] = "fp32",
+    channels_last: Annotated[bool, typer.Option("--channels-last", help="torch/inductor: channels-last memory format.")] = False,
+    cuda_graph: Annotated[bool, typer.Option("--cuda-graph", help="torch/trt on CUDA: replay a captured CUDA graph; "
+                                             "inductor: mode reduce-overhead.")] = False,
     no_transfers: Annotated[bool, typer.Option("--no-transfers", help="GPU: exclude host<->device copies.")] = False,
     input_size: Annotated[str | None, typer.Option("--input-size", help="Image size HxW when the engine does not say.",
                                                    show_default=False)] = None,
@@ -90,13 +93,16 @@ def _render(report: dict[str, Any], written: list[Path]) -> None:
     meta = report["metadata"]
     where = meta.get("gpu") or meta.get("cpu")
     with_refs = any(r["check"]["reference"] != "none" or not r["check"]["finite"] for r in report["results"])
+    compiled = any(r["backend"] == "inductor" for r in report["results"])
     rows = []
     for r in report["results"]:
         lat, check = r["latency_ms"], r["check"]
         row = [f"{r['label']}/{r['backend']}", r["batch"], lat["mean"], lat["median"], lat["p99"], lat["cv"] * 100,
                r["images_per_s"], r["gflops_per_s"]]
+        row += [r["prepare_s"]] if compiled else []
         rows.append(row + [check["reference"] if check["finite"] else "NaN"] if with_refs else row)
-    columns = ["model", "batch", "mean", "median", "p99", "cv %", "img/s", "GFLOP/s"] + (["refs"] if with_refs else [])
+    columns = ["model", "batch", "mean", "median", "p99", "cv %", "img/s", "GFLOP/s"] + (["compile s"] if compiled else [])
+    columns += ["refs"] if with_refs else []
     stdout.print(make_table(f"latency per query (ms) on {meta['device']}: {where}", columns, rows))
     if report["comparisons"]:
         first = report["comparisons"][0]

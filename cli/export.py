@@ -25,9 +25,11 @@ def export(
     opset: Annotated[int, typer.Option("--opset", help="ONNX opset, 17..21.")] = 18,
     simplify: Annotated[bool, typer.Option("--simplify/--no-simplify", help="Simplify with onnxslim.")] = True,
     engine: Annotated[bool, typer.Option("--engine/--no-engine", help="Build a TensorRT engine when possible.")] = True,
-    trt_version: Annotated[int | None, typer.Option("--trt-version", help="TensorRT major version for scripts (10 or 11; default: installed, else 10).")] = None,
+    trt_version: Annotated[int | None, typer.Option("--trt-version", help="TensorRT major version for scripts (10 or 11; default: installed, else 11, what the trt extra installs).")] = None,
     exporter: Annotated[str, typer.Option("--exporter", help="dynamo (default) or torchscript.")] = "dynamo",
     workspace_mib: Annotated[int, typer.Option("--workspace-mib", help="TensorRT workspace pool limit in MiB.")] = 4096,
+    tf32: Annotated[bool, typer.Option("--tf32/--no-tf32", help="TensorRT may use TF32 for FP32 layers (its default; "
+                                       "the engine is then checked with TF32 tolerances).")] = True,
     real_data: Annotated[bool, typer.Option("--real-data/--no-real-data", help="Also validate on the checkpoint's dataset.")] = True,
     json_out: JsonOpt = False,
 ) -> None:
@@ -37,7 +39,7 @@ def export(
 
     options = ExportOptions(batch=BatchRange.parse(batch), height=height, width=width, precision=precision,
                             opset=opset, simplify=simplify, engine=engine, trt_version=trt_version,
-                            exporter=exporter, workspace_mib=workspace_mib, real_data=real_data)
+                            exporter=exporter, workspace_mib=workspace_mib, tf32=tf32, real_data=real_data)
     with RichReporter(enabled=not json_out) as reporter:
         report = export_model(Path(checkpoint), Path(out), options, reporter)
     if json_out:

@@ -149,3 +149,46 @@ def test_export_times_schema(tmp_path: Path) -> None:
 
     (path,) = write_export_times(tmp_path / "times.json", [_Result()])  # type: ignore[list-item]
     assert json.loads(path.read_text()) == payload
+
+
+class WallClock:
+    """A device clock that runs in step with the host (a device idle between queries), logging
+    the host time of each mark so the test can see which zero point came first."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    def mark(self) -> float:
+        import time
+
+        self.log.append("device")
+        return time.perf_counter()
+
+    def elapsed_ms(self, start: float, end: float) -> float:
+        return (end - start) * 1e3
+
+
+@pytest.mark.parametrize("device", [False, True])
+def test_device_spans_never_start_before_their_enqueue(device: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """exportTimes: startH2dMs / startComputeMs >= startEnqMs in every record (the device zero
+    point is taken before the host one)."""
+    import time
+
+    from mtlexport.bench import harness as harness_module
+
+    log: list[str] = []
+    runner = _ready(device=device)
+    monkeypatch.setattr(runner, "clock", lambda: WallClock(log))
+    real = time.perf_counter
+
+    def host_clock() -> float:
+        log.append("host")
+        return real()
+
+    harness = Harness(runner)
+    monkeypatch.setattr(harness_module.time, "perf_counter", host_clock)
+    harness.measure(iterations=50, duration_s=0.0)
+    monkeypatch.setattr(harness_module.time, "perf_counter", real)
+    assert log[:2] == ["device", "host"]  # the zero points
+    for rec in harness.records:
+        assert rec.start_h2d >= rec.start_enq and rec.start_compute >= rec.start_enq

@@ -160,3 +160,15 @@ def test_torch_cuda_options(options: dict, dense_ckpt: Path, tmp_path: Path) -> 
         assert all((r.h2d_ms > 0) == runner.transfers for r in harness.records)
     finally:
         runner.deactivate()
+
+
+def test_ort_gpu_provider_chains_fall_back_to_cuda_then_cpu() -> None:
+    from mtlexport.bench.runners.onnxrt import providers_for
+
+    opts = {"device_id": 0, "user_compute_stream": "123"}
+    assert providers_for("cpu") == ["CPUExecutionProvider"]
+    assert providers_for("cuda", opts) == [("CUDAExecutionProvider", opts), "CPUExecutionProvider"]
+    chain = providers_for("tensorrt", opts)
+    assert [p[0] if isinstance(p, tuple) else p for p in chain] == [
+        "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert chain[0][1] == chain[1][1] == opts and chain[0][1] is not chain[1][1]

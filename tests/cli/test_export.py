@@ -38,12 +38,24 @@ def test_export_json(ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[s
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     payload = json.loads(captured.out)
-    assert payload["out_dir"] == str(out) and payload["trt_version"] == 10
+    from mtlexport.export import choose_trt_major
+    from mtlexport.export.trt import probe_tensorrt
+
+    assert payload["out_dir"] == str(out) and payload["trt_version"] == choose_trt_major(None, probe_tensorrt().major)[0]
     assert set(payload["onnx_bytes"]) == {"model.onnx"}
     assert all(c["passed"] for c in payload["checks"])
     assert (out / "manifest.json").is_file() and (out / "trtexec_build.sh").is_file()
     if not payload["engine_built"]:
         assert "TensorRT engine not built" in captured.err
+
+
+def test_no_tf32_reaches_the_builder_the_script_and_the_manifest(ckpt: Path, tmp_path: Path) -> None:
+    out = tmp_path / "no_tf32"
+    assert main(["export", str(ckpt), "--out", str(out), "--batch", "2", "--no-tf32", "--json", *FAST]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["options"]["tf32"] is False and manifest["tensorrt"]["builder"]["tf32"] is False
+    assert manifest["tensorrt"]["engine_precision"] == "fp32"
+    assert "--noTF32" in (out / "trtexec_build.sh").read_text()
 
 
 def test_export_table_output(ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -217,3 +217,15 @@ def test_real_data_checks_and_reference_input(dense_export) -> None:  # noqa: AN
     assert {"real@1", "real@4", "random@1", "random@4"} <= set(validation["inputs"])
     assert any(c.check == "ort:real@4" and c.model == "model.fp16.onnx" for c in report.checks)
     assert report.manifest["reference"]["input"]["source"] == "real"
+
+
+def test_manifest_says_what_was_validated_where(dense_export) -> None:  # noqa: ANN001
+    """ORT CPU runs the FP16 model's convolutions in float32 (it inserts Casts): say so."""
+    report, _ = dense_export
+    runs = {r["model"]: r for r in report.manifest["validation"]["runs"]}
+    assert runs["model.onnx"]["provider"] == "CPUExecutionProvider" and runs["model.onnx"]["computed_in"] == "float32"
+    fp16 = runs["model.fp16.onnx"]
+    assert fp16["casts_inserted"] > 0 and fp16["computed_in"] != "float16"
+    assert fp16["runtime"].startswith("onnxruntime ")
+    validated = report.manifest["precision"]["recipe"]["validated"]
+    assert "not float16 arithmetic" in validated and f"inserted {fp16['casts_inserted']} Casts" in validated

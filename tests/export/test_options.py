@@ -54,3 +54,24 @@ def test_resolve_size_rejects_sizes_not_divisible_by_stride() -> None:
 def test_options_to_dict_is_plain() -> None:
     d = ExportOptions(batch=BatchRange(1, 2, 4)).to_dict()
     assert d["batch"] == {"min": 1, "opt": 2, "max": 4} and d["precision"] == "fp32"
+
+
+def test_trt_target_follows_request_then_installed_then_the_extra() -> None:
+    from mtlexport.export.options import DEFAULT_TRT_VERSION, choose_trt_major
+
+    assert choose_trt_major(10, 11) == (10, "requested")
+    assert choose_trt_major(None, 10) == (10, "installed")
+    assert choose_trt_major(None, 11) == (11, "installed")
+    assert choose_trt_major(None, 12) == (11, "installed")  # newest supported
+    assert choose_trt_major(None, None) == (DEFAULT_TRT_VERSION, "default") == (11, "default")
+    assert ExportOptions().tf32 is True
+
+
+def test_default_fp16_export_without_tensorrt_has_no_fp16_flag() -> None:
+    """An fp16 folder exported with defaults must build under the trtexec the trt extra installs (11)."""
+    from mtlexport.export import trtexec
+    from mtlexport.export.options import choose_trt_major
+
+    major, _ = choose_trt_major(ExportOptions(precision="fp16").trt_version, None)
+    flags = trtexec.build_flags(major, "fp16", BatchRange(), (3, 64, 64), 4096, 3)
+    assert "--fp16" not in flags and "--onnx=model.fp16.onnx" in flags

@@ -64,3 +64,17 @@ def test_scripts_are_bash_and_relative() -> None:
             assert not re.search(r"=\s*/|\.\./", text), "scripts must only reference files in the folder"
     assert "TensorRT 11" in bench_script(11, BATCH, CHW, BenchSettings())
     assert "cuda_graph=on, spin_wait=on, data_transfers=off" in bench_script(11, BATCH, CHW, BenchSettings())
+
+
+def test_separate_profile_run_only_on_trt10() -> None:
+    # TRT 11 trtexec: a deprecated no-op (the profiling run is always separate there).
+    assert "--separateProfileRun" in bench_flags(10, BATCH, CHW, BenchSettings())
+    assert "--separateProfileRun" not in bench_flags(11, BATCH, CHW, BenchSettings())
+    assert "--separateProfileRun" not in bench_script(11, BATCH, CHW, BenchSettings())
+
+
+def test_tf32_flag_only_when_turned_off() -> None:
+    for major in (10, 11):
+        assert "--noTF32" not in build_flags(major, "fp32", BATCH, CHW, 4096, 3)
+        assert "--noTF32" in build_flags(major, "fp32", BATCH, CHW, 4096, 3, tf32=False)
+        assert "--noTF32" in build_script(major, "fp32", BATCH, CHW, 4096, 3, tf32=False)

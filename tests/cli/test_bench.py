@@ -145,3 +145,14 @@ def test_missing_backend_does_not_stop_the_others(models: tuple[Path, Path],
     assert [r["backend"] for r in payload["results"]] == ["torch"]
     assert payload["skipped"][0]["backend"] == "trt"
     assert "skipped dense on trt" in captured.err
+
+
+def test_inductor_compare_on_cpu(models: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["bench", "--engine", str(models[0]), "--backend", "inductor", "--compare", str(models[1]),
+               "--rounds", "2", "--json", *FAST])
+    assert rc == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert [(r["label"], r["backend"]) for r in payload["results"]] == [("dense", "inductor"), ("slim", "inductor")]
+    assert all(r["prepare_s"] > 0 and r["settings"]["compiled_batches"] == [1] for r in payload["results"])
+    (c,) = payload["comparisons"]
+    assert c["backend"] == "inductor" and c["macs_ratio"] > 1 and c["realised"] is not None

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
@@ -105,28 +106,34 @@ def collect_grouped_params(model: nn.Module, scope: str = "backbone") -> list[Gr
 
 
 def split_param_groups(
-    model: nn.Module, scope: str = "backbone", extra_params: Iterable[nn.Parameter] = ()
+    model: nn.Module, scope: str = "backbone", extra_params: Iterable[nn.Parameter] = (), *,
+    structure: Any = None,
 ) -> list[dict]:
-    """Optimizer param groups: one per grouped layout, then one plain group.
+    """Optimizer param groups: the group-lasso groups, then one plain group.
 
-    Grouped conv weights go to ``{"params": [...], "group_lasso": True, "layout": layout}``;
-    every other trainable parameter of ``model`` and of ``extra_params`` (e.g. the uncertainty
-    weights of the loss) goes to ``{"params": [...], "group_lasso": False}``. Each trainable
-    parameter appears exactly once; empty groups are left out.
+    Without ``structure``, grouped conv weights go to ``{"params": [...], "group_lasso": True,
+    "layout": layout}``, one param group per layout. With a ``GroupStructure`` (channel or
+    coupled groups, ``mtlexport.sparsity.coupled``) its parameters form one param group of
+    layout ``"segments"``. Every other trainable parameter of ``model`` and of ``extra_params``
+    (e.g. the uncertainty weights of the loss) goes to ``{"params": [...], "group_lasso": False}``.
+    Each trainable parameter appears exactly once; empty groups are left out.
     """
-    grouped = collect_grouped_params(model, scope)
-    taken = {id(g.param) for g in grouped}
-    by_layout: dict[str, list[nn.Parameter]] = {}
-    for g in grouped:
-        by_layout.setdefault(g.layout, []).append(g.param)
+    if structure is not None:
+        lasso = structure.param_group(model)
+        groups: list[dict] = [lasso] if lasso["params"] else []
+        taken = {id(p) for p in lasso["params"]}
+    else:
+        grouped = collect_grouped_params(model, scope)
+        taken = {id(g.param) for g in grouped}
+        by_layout: dict[str, list[nn.Parameter]] = {}
+        for g in grouped:
+            by_layout.setdefault(g.layout, []).append(g.param)
+        groups = [{"params": params, "group_lasso": True, "layout": layout} for layout, params in by_layout.items()]
     plain: list[nn.Parameter] = []
     for p in [*model.parameters(), *extra_params]:
         if p.requires_grad and id(p) not in taken:
             taken.add(id(p))
             plain.append(p)
-    groups: list[dict] = [
-        {"params": params, "group_lasso": True, "layout": layout} for layout, params in by_layout.items()
-    ]
     if plain:
         groups.append({"params": plain, "group_lasso": False})
     return groups

@@ -30,10 +30,10 @@ reference rebuilt it every epoch, resetting them).
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -43,7 +43,8 @@ from torch.optim import Optimizer
 from mtlexport.errors import ConfigError
 from mtlexport.registry import Registry
 from mtlexport.sparsity.groups import LAYOUTS
-from mtlexport.sparsity.prox import group_sum, prox_group_l2, prox_group_l2_uniform
+from mtlexport.sparsity.prox import prox_segments
+from mtlexport.sparsity.segments import Segments
 
 __all__ = ["OPTIMIZERS", "PROX_MODES", "ProxAdam", "ProxSGD", "build_optimizer"]
 
@@ -59,32 +60,69 @@ def _check(lr: float, lam: float, prox: str) -> None:
         raise ConfigError(f"unknown prox mode {prox!r}; valid modes: {', '.join(PROX_MODES)}")
 
 
-def _apply_group_prox(group: dict[str, Any], params: list[Tensor], denoms: list[Tensor] | None,
-                      scratch: _Scratch) -> None:
-    """Replace each weight ``z`` of a group-lasso param group by its prox, in place.
+@dataclass(eq=False)
+class _Plan:
+    """A group-lasso param group's layout on its device, rebuilt when shapes or freezing change."""
 
-    ``denoms`` are the per-element preconditioners ``D`` (``None``: the identity, for SGD).
-    """
-    lam, lr = group["lam"], group["lr"]
-    if not group.get("group_lasso", False) or lam == 0 or lr == 0:
-        return
+    key: tuple
+    seg: Segments
+    sqrt_sizes: Tensor  # (G,) float64: the penalty weights sqrt(n_g)
+    frozen: Tensor | None  # (G,) bool on the device
+    frozen_slices: list[Tensor | None]  # per parameter: slice indices of frozen groups
+    keep: Tensor | None  # (G,) set ids for the keep-one rule (coupled groups)
+    num_sets: int
+
+
+def _layout_of(group: dict[str, Any], params: list[Tensor]) -> tuple[list[int], list[Tensor] | None, int]:
+    """Group dims and per-slice ids of ``params`` (ids None: every slice its own group)."""
     layout = group.get("layout", "in_channel")
+    if layout == "segments":
+        positions = {id(p): i for i, p in enumerate(group["params"])}
+        pick = [positions[id(p)] for p in params]
+        return [group["group_dims"][i] for i in pick], [group["group_ids"][i] for i in pick], group["num_groups"]
     if layout not in LAYOUTS:
-        raise ConfigError(f"unknown group layout {layout!r}; valid layouts: {', '.join(LAYOUTS)}")
-    group_dim = LAYOUTS[layout]
+        valid = ", ".join([*LAYOUTS, "segments"])
+        raise ConfigError(f"unknown group layout {layout!r}; valid layouts: {valid}")
+    dim = LAYOUTS[layout]
+    for p in params:
+        if p.dim() <= dim:
+            raise ConfigError(f"a {layout} group-lasso parameter needs >{dim} dims, got {tuple(p.shape)}")
+    return [dim] * len(params), None, sum(p.shape[dim] for p in params)
+
+
+def _build_plan(group: dict[str, Any], params: list[Tensor], key: tuple) -> _Plan:
+    dims, ids, num_groups = _layout_of(group, params)
+    shapes = [tuple(p.shape) for p in params]
+    device = params[0].device
+    if ids is None:
+        seg = Segments.per_slice(shapes, dims, device=device)
+    else:
+        seg = Segments.build(shapes, dims, ids, num_groups, device=device)
+    frozen = group.get("frozen")
+    frozen_slices: list[Tensor | None] = [None] * len(params)
+    frozen_dev = None
+    if frozen is not None and bool(frozen.any()):
+        frozen_dev = frozen.to(device)
+        for i, mask in enumerate(seg.slice_mask(frozen_dev)):
+            idx = torch.nonzero(mask).flatten()
+            frozen_slices[i] = idx if idx.numel() else None
+    keep = group.get("group_sets")
+    num_sets = int(group.get("num_sets", 0))
+    return _Plan(key, seg, seg.sizes.sqrt(), frozen_dev, frozen_slices,
+                 keep.to(device) if keep is not None and num_sets else None, num_sets)
+
+
+def _compute_copies(params: list[Tensor]) -> tuple[list[Tensor], list[int]]:
+    """Contiguous float32/64 tensors to run the prox on (the parameters themselves when possible)."""
+    xs, copied = [], []
     for i, p in enumerate(params):
-        if p.dim() <= group_dim:
-            raise ConfigError(f"a {layout} group-lasso parameter needs >{group_dim} dims, got {tuple(p.shape)}")
-        tau = lr * lam * math.sqrt(p.numel() // p.shape[group_dim])
-        work = scratch.get(p)
-        if denoms is None:
-            prox_group_l2_uniform(p, 1.0, tau, group_dim=group_dim, out=p, work=work)
-        elif group["prox"] == "uniform":
-            # Approximation: D replaced by its per-group mean -> closed-form soft-threshold.
-            d_mean = group_sum(denoms[i], group_dim) / (p.numel() // p.shape[group_dim])
-            prox_group_l2_uniform(p, d_mean, tau, group_dim=group_dim, out=p, work=work)
+        if p.dtype in (torch.float32, torch.float64) and p.is_contiguous():
+            xs.append(p)
         else:
-            prox_group_l2(p, denoms[i], tau, group_dim=group_dim, out=p, work=work)
+            dtype = torch.float64 if p.dtype == torch.float64 else torch.float32
+            xs.append(p.to(dtype=dtype, memory_format=torch.contiguous_format, copy=True))
+            copied.append(i)
+    return xs, copied
 
 
 class _Scratch:
@@ -106,6 +144,33 @@ class _Scratch:
             buf = torch.empty(p.numel(), dtype=dtype, device=p.device)
             self._buffers[key] = buf
         return buf
+
+
+def _dim_of(p: Tensor, view: tuple[int, int, int]) -> int:
+    """The dimension of ``p`` that its (A, S, B) view groups along."""
+    a = 1
+    for d, n in enumerate(p.shape):
+        if a == view[0] and n == view[1]:
+            return d
+        a *= n
+    raise ValueError(f"no group dimension of size {view[1]} in shape {tuple(p.shape)}")
+
+
+def _slice_nonzero(p: Tensor, view: tuple[int, int, int]) -> Tensor:
+    """Per-slice count of non-zero elements of ``p`` viewed as (A, S, B)."""
+    return (p.reshape(view) != 0).sum(dim=(0, 2))
+
+
+def _adamw_functional(*args: Any, **kwargs: Any) -> None:
+    from torch.optim.adamw import adamw
+
+    adamw(*args, **kwargs)
+
+
+def _use_fused(group: dict[str, Any], params: list[Tensor]) -> bool:
+    """The fused AdamW kernel: for group-lasso groups with lam > 0, float32 CPU parameters."""
+    return (group.get("group_lasso", False) and group["lam"] != 0 and group["lr"] != 0
+            and all(p.device.type == "cpu" and p.dtype == torch.float32 for p in params))
 
 
 def _grads_of(group: dict[str, Any]) -> tuple[list[Tensor], list[Tensor]]:
@@ -130,6 +195,9 @@ class _ProxOptimizer(Optimizer, ABC):
     def _update(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> list[Tensor] | None:
         """Apply the gradient update in place; return the per-element metric ``D`` (or None)."""
 
+    _plans: dict[int, _Plan]
+    _metric_scale: float = 1.0  # the D that ``_update`` returned is the true metric times this
+
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         """One optimizer step, then the proximal step on the group-lasso param groups."""
@@ -139,9 +207,80 @@ class _ProxOptimizer(Optimizer, ABC):
                 loss = closure()
         for group in self.param_groups:
             params, grads = _grads_of(group)
-            if params:
-                _apply_group_prox(group, params, self._update(group, params, grads), self._scratch)
+            if not params:
+                continue
+            plan = self._plan(group, params) if group.get("group_lasso", False) else None
+            if plan is not None and plan.frozen is not None:
+                # Frozen groups: zero gradient and zero moments, so weights and moments stay 0.
+                for g, p, idx, d in zip(grads, params, plan.frozen_slices, plan.seg.shapes):
+                    if idx is not None:
+                        g.index_fill_(_dim_of(p, d), idx, 0.0)
+            denoms = self._update(group, params, grads)
+            if plan is not None:
+                self._prox(group, plan, params, denoms)
         return loss
+
+    def _plan(self, group: dict[str, Any], params: list[Tensor]) -> _Plan:
+        if not hasattr(self, "_plans"):
+            self._plans = {}
+        key = (tuple(id(p) for p in params), tuple(p.shape for p in params), params[0].device,
+               id(group.get("frozen")))
+        plan = self._plans.get(id(group))
+        if plan is None or plan.key != key:
+            plan = _build_plan(group, params, key)
+            self._plans[id(group)] = plan
+        return plan
+
+    def _prox(self, group: dict[str, Any], plan: _Plan, params: list[Tensor], denoms: list[Tensor] | None) -> None:
+        """Replace the group-lasso groups of ``params`` by their prox, in place."""
+        lam, lr = group["lam"], group["lr"]
+        if lam == 0 or lr == 0:
+            return
+        tau = plan.sqrt_sizes * (lr * lam * (self._metric_scale if denoms is not None else 1.0))
+        if plan.frozen is not None:
+            tau = torch.where(plan.frozen, torch.full_like(tau, math.inf), tau)
+        xs, copied = _compute_copies(params)
+        Ds = None
+        if denoms is not None:
+            Ds = [d if d.dtype == x.dtype and d.is_contiguous() else
+                  d.to(dtype=x.dtype, memory_format=torch.contiguous_format) for d, x in zip(denoms, xs)]
+        uniform = group.get("prox", "adaptive") == "uniform"
+        prox_segments(xs, Ds, tau, plan.seg, uniform=uniform, keep=plan.keep, num_sets=plan.num_sets,
+                      work=self._scratch.get(max(xs, key=lambda t: t.numel())))
+        for i in copied:
+            params[i].copy_(xs[i])
+
+    @torch.no_grad()
+    def freeze_zero_groups(self) -> int:
+        """Freeze every group that is exactly zero now: from here on it gets no gradient, its
+        moments are zero and it stays exactly zero. Returns the number of newly frozen groups."""
+        newly = 0
+        for group in self.param_groups:
+            if not group.get("group_lasso", False) or not group["params"]:
+                continue
+            params = list(group["params"])
+            plan = self._plan(group, params)
+            zero = self.zero_groups(group, plan)
+            old = group.get("frozen")
+            frozen = zero.cpu() if old is None else (old.to(torch.bool) | zero.cpu())
+            newly += int(frozen.sum()) - (int(old.sum()) if old is not None else 0)
+            group["frozen"] = frozen
+            plan = self._plan(group, params)
+            for p, idx, d in zip(params, plan.frozen_slices, plan.seg.shapes):
+                if idx is None:
+                    continue
+                for buf in self.state.get(p, {}).values():
+                    if isinstance(buf, Tensor) and buf.shape == p.shape:
+                        buf.index_fill_(_dim_of(p, d), idx, 0.0)
+        return newly
+
+    @torch.no_grad()
+    def zero_groups(self, group: dict[str, Any], plan: _Plan | None = None) -> Tensor:
+        """(G,) bool: the groups of a group-lasso param group whose every element is 0.0 now."""
+        params = list(group["params"])
+        plan = plan or self._plan(group, params)
+        nonzero = [_slice_nonzero(p.detach(), shape) for p, shape in zip(params, plan.seg.shapes)]
+        return plan.seg.reduce(nonzero) == 0
 
 
 class ProxAdam(_ProxOptimizer):
@@ -172,6 +311,7 @@ class ProxAdam(_ProxOptimizer):
                         prox=prox, group_lasso=False, layout="in_channel")
         super().__init__(params, defaults)
         self._scratch = _Scratch()
+        self._plans = {}
 
     def _update(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> list[Tensor]:
         """AdamW's multi-tensor update (same operations as torch's foreach path); returns ``D``."""
@@ -187,6 +327,26 @@ class ProxAdam(_ProxOptimizer):
             exp_avgs.append(state["exp_avg"])
             exp_avg_sqs.append(state["exp_avg_sq"])
             steps.append(state["step"])
+        if _use_fused(group, params):
+            # With the group lasso on, AdamW's own arithmetic runs in torch's fused CPU kernel (one
+            # pass per tensor instead of eight); D is then rebuilt from the new second moment, as
+            # that kernel computes it. lam = 0 keeps the foreach path below: bit-identical to AdamW.
+            _adamw_functional(params, grads, exp_avgs, exp_avg_sqs, [], steps, fused=True, amsgrad=False,
+                                    beta1=beta1, beta2=beta2, lr=lr, weight_decay=wd, eps=eps, maximize=False)
+            # D = sqrt(v) / c + eps with c = sqrt(1 - beta2^t). The prox only depends on D / tau, so
+            # when every tensor is at the same step t, c * D = sqrt(v) + c * eps with tau * c saves a pass.
+            counts = [s.item() for s in steps]
+            corr = [(1 - beta2**t) ** 0.5 for t in counts]
+            denoms = torch._foreach_sqrt(exp_avg_sqs)
+            if len(set(counts)) == 1:
+                torch._foreach_add_(denoms, corr[0] * eps)
+                self._metric_scale = corr[0]
+            else:
+                torch._foreach_div_(denoms, corr)
+                torch._foreach_add_(denoms, eps)
+                self._metric_scale = 1.0
+            return list(denoms)
+        self._metric_scale = 1.0
         torch._foreach_add_(steps, 1.0)
         if wd != 0:
             torch._foreach_mul_(params, 1 - lr * wd)
@@ -228,6 +388,7 @@ class ProxSGD(_ProxOptimizer):
                         nesterov=nesterov, lam=lam, prox="uniform", group_lasso=False, layout="in_channel")
         super().__init__(params, defaults)
         self._scratch = _Scratch()
+        self._plans = {}
 
     def _update(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> None:
         """``torch.optim.SGD``'s update; the prox then uses the identity metric."""

@@ -48,6 +48,21 @@ def _num(minimum: float = 0.0, strict: bool = False, maximum: float | None = Non
     return check
 
 
+def _optional(check: Check) -> Check:
+    """``check``, or None (YAML ``null``) for "not set"."""
+
+    def optional(where: str, v: Any) -> Any:
+        return None if v is None else check(where, v)
+
+    return optional
+
+
+def _fraction(where: str, v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
+        raise ConfigError(f"{where} must be a number strictly between 0 and 1, got {v!r}")
+    return float(v)
+
+
 def _choice(*options: str) -> Check:
     def check(where: str, v: Any) -> str:
         if v not in options:
@@ -142,8 +157,14 @@ class TrainSettings:
 @dataclass(frozen=True)
 class OptimizerConfig:
     """Optimizer behind ``mtlexport.sparsity.build_optimizer``; ``lam`` is YAML key ``lambda``
-    (group-lasso strength, used by proxadam / proxsgd); ``group_scope`` says which convolutions
-    are grouped; ``prox`` chooses the adaptive or uniform proximal step."""
+    (group-lasso strength, used by proxadam / proxsgd; the starting value when a target is set);
+    ``group_scope`` says which convolutions are grouped; ``prox`` chooses the adaptive or
+    uniform proximal step; ``grouping`` is ``channel`` (the paper's input-channel groups) or
+    ``coupled`` (one group per channel the surgeon can remove; ``coupled_norms`` adds its
+    BatchNorm entries). ``target_macs`` (slim / dense MACs) or ``target_group_sparsity`` (share
+    of zero groups) lets a controller adapt lambda to land on the target at ``target_at`` (a
+    fraction of training) and hold it; ``freeze_at`` keeps the groups that are zero at that
+    fraction of training zero (``null``: never)."""
 
     name: str = "adamw"
     lr: float = 1e-3
@@ -154,13 +175,29 @@ class OptimizerConfig:
     lam: float = 0.0
     group_scope: str = "backbone"
     prox: str = "adaptive"
+    grouping: str = "channel"
+    coupled_norms: bool = False
+    target_macs: float | None = None
+    target_group_sparsity: float | None = None
+    target_at: float = 0.75
+    freeze_at: float | None = 0.75
 
     _yaml_keys = {"lam": "lambda"}
     _checks = {
         "name": _choice("adamw", "proxadam", "proxsgd"), "lr": _num(strict=True), "weight_decay": _num(),
         "betas": _betas, "eps": _num(strict=True), "momentum": _num(maximum=1.0), "lam": _num(),
         "group_scope": _choice("backbone", "all"), "prox": _choice("adaptive", "uniform"),
+        "grouping": _choice("channel", "coupled"), "coupled_norms": _bool,
+        "target_macs": _optional(_fraction), "target_group_sparsity": _optional(_fraction),
+        "target_at": _fraction, "freeze_at": _optional(_num(maximum=1.0)),
     }
+
+    def __post_init__(self) -> None:
+        if self.target_macs is not None and self.target_group_sparsity is not None:
+            raise ConfigError("set at most one of optimizer.target_macs and optimizer.target_group_sparsity")
+        targeted = self.target_macs is not None or self.target_group_sparsity is not None
+        if targeted and self.name == "adamw":
+            raise ConfigError("a sparsity target needs the group lasso: set optimizer.name to proxadam or proxsgd")
 
 
 @dataclass(frozen=True)

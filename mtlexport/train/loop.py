@@ -27,7 +27,7 @@ from mtlexport.train.checkpoint import Checkpoint, load_checkpoint, save_checkpo
 from mtlexport.train.config import TrainConfig, resolve_config
 from mtlexport.train.evaluate import evaluate
 from mtlexport.train.loaders import eval_loader, open_split, set_epoch, to_device, train_loader
-from mtlexport.train.optim import build_training_optimizer
+from mtlexport.train.optim import build_training_optimizer, make_controller
 from mtlexport.train.results import TrainResult, TrialsResult, summarise
 from mtlexport.train.rng import capture_rng, restore_rng, seed_everything, set_deterministic
 from mtlexport.train.schedule import lr_factor, set_lr
@@ -88,9 +88,8 @@ class _Run:
         self.model = create_model(self.config.model).to(device)
         self.weighting = build_loss_weighting(self.config.loss_weighting, self.config.model.task_names).to(device)
         self.net = dist.wrap_model(ctx, self.model, device)
-        self.optimizer = build_training_optimizer(self.config.optimizer, self.model, self.weighting)
-        self.base_lrs = [g["initial_lr"] for g in self.optimizer.param_groups]
-        self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self.structure: Any = None
+        self.controller: Any = None
         self.epoch = self.global_step = self.bad_epochs = self.best_epoch = 0
         self.best_value = -math.inf if self.higher else math.inf
         self.best_metrics: dict[str, dict[str, float]] = {}
@@ -114,10 +113,34 @@ class _Run:
         return monitor, directions[metric]
 
     # ------------------------------------------------------------------ run
+    def _setup_optimizer(self, ckpt: Checkpoint | None) -> None:
+        """The optimizer, and for the group lasso its group structure, MACs model and controller.
+
+        The group structure comes from the checkpoint on resume, so the same groups are optimised.
+        """
+        opt = self.config.optimizer
+        if opt.name == "adamw":
+            self.optimizer = build_training_optimizer(opt, self.model, self.weighting)
+        else:
+            from mtlexport.sparsity.setup import sparsity_setup
+
+            stored = (ckpt.extra.get("group_structure") if ckpt is not None else None)
+            data = self.config.data
+            shape = (self.config.model.in_channels, data.height, data.width)
+            self.structure, macs, graph = sparsity_setup(self.model, opt, shape, stored)
+            self.optimizer = build_training_optimizer(opt, self.model, self.weighting, self.structure)
+            self.controller = make_controller(opt, self.optimizer, self.config.train.epochs * self.steps, macs,
+                                              self.structure)
+            del graph
+        self.base_lrs = [g["initial_lr"] for g in self.optimizer.param_groups]
+        self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
+
     def execute(self, resume: bool) -> TrainResult:
         last = self.out / LAST
-        if resume and last.is_file():
-            self._restore(load_checkpoint(last))
+        ckpt = load_checkpoint(last) if resume and last.is_file() else None
+        self._setup_optimizer(ckpt)
+        if ckpt is not None:
+            self._restore(ckpt)
         elif last.is_file():
             raise ConfigError(
                 f"{self.out} already holds a run ({LAST}); pass --resume to continue it or choose another --out")
@@ -155,6 +178,8 @@ class _Run:
         self.weighting.load_state_dict(extra["loss_weighting"])
         if ckpt.optimizer is not None:
             self.optimizer.load_state_dict(ckpt.optimizer)
+        if self.controller is not None and "controller" in extra:
+            self.controller.load_state_dict(extra["controller"])
         self.epoch, self.global_step = ckpt.epoch, int(extra["global_step"])
         self.history = list(extra.get("history", []))
         best = extra.get("best", {})
@@ -197,6 +222,8 @@ class _Run:
                 torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
             self.optimizer.step()
             self.global_step += 1
+            if self.controller is not None:
+                self.controller.after_step(self.global_step)
             images += int(batch["image"].shape[0])
             for name, value in losses.items():
                 sums[name] += value.detach()
@@ -277,7 +304,21 @@ class _Run:
         except ImportError:
             return None
         full = sparsity_report(self.model, self.config.optimizer.group_scope).to_dict()
-        self.sparsity = {k: v for k, v in full.items() if isinstance(v, (int, float))}
+        if self.controller is not None:
+            m = self.controller.measure()
+            full["grouping"] = self.config.optimizer.grouping
+            full["lambda"] = m["lambda"]
+            full["zero_coupled_groups" if self.config.optimizer.grouping == "coupled" else "zero_lasso_groups"] = (
+                int(m["zero_groups"]))
+            full["lasso_groups"] = int(m["groups"])
+            full["lasso_group_sparsity"] = 100.0 * m["group_share"]
+            if "macs_ratio" in m:
+                full["removable_channels"] = int(m["removable_channels"])
+                full["macs_ratio"] = m["macs_ratio"]
+                full["removable_macs_share"] = 1.0 - m["macs_ratio"]
+            full["frozen"] = self.controller.frozen
+            full["landed"] = self.controller.landed
+        self.sparsity = {k: v for k, v in full.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         return full
 
     def _checkpoint(self, metrics: dict[str, dict[str, float]]) -> Checkpoint:
@@ -290,6 +331,10 @@ class _Run:
             "images": self.images, "train_time_s": self.train_time, "time_s": self.time_s,
             "baseline": self.baseline, "sparsity": self.sparsity, "rng": capture_rng(),
         }
+        if self.structure is not None:
+            extra["group_structure"] = self.structure.to_dict()
+        if self.controller is not None:
+            extra["controller"] = self.controller.state_dict()
         return Checkpoint(spec=self.config.model, state_dict=self.model.state_dict(), config=self.config.to_dict(),
                           epoch=self.epoch, metrics={"val": metrics}, optimizer=self.optimizer.state_dict(),
                           extra=extra)

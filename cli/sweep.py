@@ -13,6 +13,9 @@ from cli.train import ConfigOpt, SetOpt
 LambdasOpt = Annotated[str, typer.Option(
     "--lambdas", help="Comma-separated group-lasso strengths, e.g. 0,1e-6,1e-5,1e-4.", show_default=False)]
 TrialsOpt = Annotated[int, typer.Option("--trials", min=1, help="Seeds per lambda (seed..seed+N-1): mean +- std.")]
+TargetsOpt = Annotated[str, typer.Option(
+    "--targets", help="Comma-separated MACs targets (slim / dense MACs), e.g. 0.7,0.5,0.35: one row each, "
+    "trained with optimizer.target_macs.", show_default=False)]
 NoPlotOpt = Annotated[bool, typer.Option("--no-plots", help="Skip metric_vs_lambda.png and sparsity_vs_lambda.png.")]
 
 
@@ -27,6 +30,7 @@ def register(app: typer.Typer) -> None:
         trials: TrialsOpt = 1,
         set_: SetOpt = None,
         no_plots: NoPlotOpt = False,
+        targets: TargetsOpt = "",
         json: JsonOpt = False,
     ) -> None:
         """Train at every lambda (lambda 0 = the dense baseline, same optimizer), write OUT/summary.csv,
@@ -37,14 +41,15 @@ def register(app: typer.Typer) -> None:
         lams = parse_lambdas(lambdas)
         cfg = TrainConfig.from_file(config, set_ or ())
         with RichReporter(enabled=not json) as reporter:
-            result = sweep(cfg, lams, trials, out, reporter, plots=not no_plots)
+            result = sweep(cfg, lams, trials, out, reporter, plots=not no_plots,
+                           targets=parse_lambdas(targets, "--targets") if targets else ())
         if json:
             emit_json(result.to_dict())
         else:
             render_sweep(result)
 
 
-def parse_lambdas(text: str) -> list[float]:
+def parse_lambdas(text: str, flag: str = "--lambdas") -> list[float]:
     """``"0,1e-6,1e-5"`` -> floats; a bad item is a one-line ConfigError."""
     from mtlexport.errors import ConfigError
 
@@ -55,9 +60,9 @@ def parse_lambdas(text: str) -> list[float]:
         try:
             values.append(float(item))
         except ValueError:
-            raise ConfigError(f"--lambdas: {item.strip()!r} is not a number (expected e.g. 0,1e-6,1e-5)") from None
+            raise ConfigError(f"{flag}: {item.strip()!r} is not a number (expected e.g. 0,1e-6,1e-5)") from None
     if not values:
-        raise ConfigError("--lambdas needs at least one value, e.g. 0,1e-6,1e-5")
+        raise ConfigError(f"{flag} needs at least one value, e.g. 0,1e-6,1e-5")
     return values
 
 
@@ -66,14 +71,15 @@ def render_sweep(result: Any) -> None:
     columns = ["lambda"]
     for task, metric in result.headline.items():
         columns.append(f"{task}\n{metric} {'↑' if result.higher_is_better.get(task, True) else '↓'}")
-    columns += ["% group\nsparsity", "% params\nzero", "Delta_T\n(%)"]
+    columns += ["% group\nsparsity", "% params\nzero", "MACs\nratio", "Delta_T\n(%)"]
     rows = []
     for row in result.rows:
-        line: list[Any] = [f"{row.lam:g}"]
+        line: list[Any] = [row.label]
         for task, metric in result.headline.items():
             m = row.metrics.get(f"{task}.{metric}")
             line.append(f"{m['mean']:.4f} ± {m['std']:.4f}" if m else None)
-        line += [row.group_sparsity["mean"], row.param_sparsity["mean"], row.delta.get("overall")]
+        ratio = row.macs_ratio["mean"] if row.macs_ratio else None
+        line += [row.group_sparsity["mean"], row.param_sparsity["mean"], ratio, row.delta.get("overall")]
         rows.append(line)
     title = (f"{result.optimizer}, {result.trials} trial(s) per lambda, {result.split} metrics, "
              f"Delta_T vs lambda={result.baseline_lam:g}")

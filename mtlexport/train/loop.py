@@ -251,14 +251,16 @@ class _Run:
             loader = eval_loader(self.val_set, cfg.batch_size)
             val = evaluate(self.model, self.tasks, loader, self.device, with_loss=True)
             value = self._monitored(val)
+            # With a sparsity target, only epochs after the landing (the final architecture) compete.
+            eligible = self.controller is None or self.controller.settings.kind is None or self.controller.landed
             if self.higher:
                 improved = value > self.best_value + cfg.min_delta
             else:
                 improved = value < self.best_value - cfg.min_delta
-            if improved or self.best_epoch == 0:  # the first evaluation is always the best so far
+            if eligible and (improved or self.best_epoch == 0):  # the first eligible evaluation is the best so far
                 self.best_value, self.best_epoch, self.best_metrics = value, epoch, val
                 self.bad_epochs = 0
-            else:
+            elif eligible:
                 self.bad_epochs += 1
             self.stopped_early = cfg.patience > 0 and self.bad_epochs >= cfg.patience
         self.stopped_early = dist.broadcast_flag(self.ctx, self.stopped_early, self.device)

@@ -58,9 +58,15 @@ class SweepRow:
     param_sparsity: dict[str, float]
     delta: dict[str, float]
     reused: int  # trials found finished on disk and not trained again
+    target_macs: float | None = None  # the MACs target of the row (``--targets``); None: a lambda row
+    macs_ratio: dict[str, float] | None = None  # predicted slim / dense MACs at the best epoch
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "run_dirs": list(self.run_dirs)}
+
+    @property
+    def label(self) -> str:
+        return f"macs {self.target_macs:g}" if self.target_macs is not None else f"{self.lam:g}"
 
 
 @dataclass(frozen=True)
@@ -91,14 +97,16 @@ class SweepResult:
         """``summary.csv``: one line per lambda; metric columns ``task.metric`` and ``task.metric_std``."""
         keys = sorted({k for r in self.rows for k in r.metrics})
         tasks = sorted({k for r in self.rows for k in r.delta if k != "overall"})
-        header = ["lambda", "trials", "split", "group_sparsity", "group_sparsity_std", "param_sparsity",
-                  "param_sparsity_std", "delta_overall", *[f"delta_{t}" for t in tasks]]
+        header = ["lambda", "target_macs", "macs_ratio", "trials", "split", "group_sparsity", "group_sparsity_std",
+                  "param_sparsity", "param_sparsity_std", "delta_overall", *[f"delta_{t}" for t in tasks]]
         header += [c for k in keys for c in (k, f"{k}_std")]
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(header)
         for r in self.rows:
-            line: list[Any] = [repr(r.lam), len(r.run_dirs), self.split, r.group_sparsity["mean"],
+            line: list[Any] = [repr(r.lam), "" if r.target_macs is None else r.target_macs,
+                               r.macs_ratio["mean"] if r.macs_ratio else "", len(r.run_dirs), self.split,
+                               r.group_sparsity["mean"],
                                r.group_sparsity["std"], r.param_sparsity["mean"], r.param_sparsity["std"],
                                r.delta.get("overall", ""), *[r.delta.get(t, "") for t in tasks]]
             for k in keys:
@@ -108,9 +116,10 @@ class SweepResult:
         return buf.getvalue()
 
 
-def run_dir_for(out_dir: str | Path, lam: float, trial: int) -> Path:
-    """Where the run of ``lam`` and ``trial`` lives: ``OUT/lam_<lam:g>/trial_<k>``."""
-    return Path(out_dir) / f"lam_{lam:g}" / f"trial_{trial}"
+def run_dir_for(out_dir: str | Path, lam: float, trial: int, target: float | None = None) -> Path:
+    """Where a run lives: ``OUT/lam_<lam:g>/trial_<k>``, or ``OUT/target_<R:g>/trial_<k>`` for a MACs target."""
+    name = f"target_{target:g}" if target is not None else f"lam_{lam:g}"
+    return Path(out_dir) / name / f"trial_{trial}"
 
 
 def _finished(run: Path, epochs: int) -> bool:
@@ -126,10 +135,10 @@ def _finished(run: Path, epochs: int) -> bool:
     return last.epoch >= epochs or bool(last.extra.get("stopped_early", False))
 
 
-def _sweep_config(config: TrainConfig, lam: float, seed: int) -> TrainConfig:
+def _sweep_config(config: TrainConfig, lam: float, seed: int, target: float | None = None) -> TrainConfig:
     name = "proxadam" if config.optimizer.name == "adamw" else config.optimizer.name
-    return replace(config, optimizer=replace(config.optimizer, name=name, lam=lam),
-                   train=replace(config.train, seed=seed))
+    opt = replace(config.optimizer, name=name, lam=lam, target_macs=target, target_group_sparsity=None)
+    return replace(config, optimizer=opt, train=replace(config.train, seed=seed))
 
 
 def _best_sparsity(result: TrainResult) -> dict[str, float]:
@@ -152,9 +161,18 @@ def sweep(
     reporter: Reporter | None = None,
     *,
     plots: bool = True,
+    targets: Sequence[float] = (),
 ) -> SweepResult:
-    """Train ``config`` at every lambda (``trials`` seeds each) into ``out_dir`` and summarise."""
+    """Train ``config`` at every lambda (``trials`` seeds each) into ``out_dir`` and summarise.
+
+    With ``targets`` (MACs ratios), each target is a row trained with ``optimizer.target_macs``
+    (lambda starting at the config's value), after the lambda rows; Delta_T is against the
+    smallest lambda (pass 0: the dense model).
+    """
     lams = sorted({float(lam) for lam in lambdas})
+    goals = sorted({float(t) for t in targets}, reverse=True)
+    if any(not 0 < t < 1 for t in goals):
+        raise ConfigError(f"--targets must be MACs ratios strictly between 0 and 1, got {list(targets)}")
     if not lams:
         raise ConfigError("--lambdas needs at least one value")
     if any(not math.isfinite(lam) or lam < 0 for lam in lams):
@@ -166,41 +184,47 @@ def sweep(
     reporter = reporter or NullReporter()
     out = Path(out_dir)
     tasks = build_tasks(resolve_config(config).model)
-    runs: dict[float, list[tuple[TrainResult, bool]]] = {}
-    total = len(lams) * trials
-    reporter.start("sweep", "sweep", total=total)
-    for lam in lams:
+    keys: list[tuple[float, float | None]] = [(lam, None) for lam in lams]
+    keys += [(config.optimizer.lam, goal) for goal in goals]
+    runs: dict[tuple[float, float | None], list[tuple[TrainResult, bool]]] = {}
+    reporter.start("sweep", "sweep", total=len(keys) * trials)
+    for lam, goal in keys:
         for k in range(trials):
-            run = run_dir_for(out, lam, k)
-            cfg = _sweep_config(config, lam, config.train.seed + k)
+            run = run_dir_for(out, lam, k, goal)
+            cfg = _sweep_config(config, lam, config.train.seed + k, goal)
             reused = _finished(run, cfg.train.epochs)
-            reporter.message(f"lambda {lam:g} trial {k + 1}/{trials}: "
+            what = f"target MACs {goal:g}" if goal is not None else f"lambda {lam:g}"
+            reporter.message(f"{what} trial {k + 1}/{trials}: "
                              + ("finished earlier, reusing" if reused else f"training into {run}"))
             result = train(cfg, run, resume=(run / LAST).is_file(), reporter=reporter)
-            runs.setdefault(lam, []).append((result, reused))
+            runs.setdefault((lam, goal), []).append((result, reused))
             reporter.advance("sweep", lam=lam)
     reporter.finish("sweep")
 
     split = "test" if all(r.test_metrics for rs in runs.values() for r, _ in rs) else "val"
-    means: dict[float, dict[str, dict[str, float]]] = {}
+    means: dict[tuple[float, float | None], dict[str, dict[str, float]]] = {}
     rows = []
-    for lam in lams:
-        results = [r for r, _ in runs[lam]]
+    for run_key in keys:
+        lam, goal = run_key
+        results = [r for r, _ in runs[run_key]]
         values: dict[str, list[float]] = {}
         for r in results:
             for key, v in flatten_metrics(r.test_metrics if split == "test" else r.best_metrics).items():
                 values.setdefault(key, []).append(v)
         metrics = {key: _stats(v) for key, v in values.items()}
-        means[lam] = _nest({key: s["mean"] for key, s in metrics.items()})
+        means[run_key] = _nest({k: s["mean"] for k, s in metrics.items()})
         sparsity = [_best_sparsity(r) for r in results]
+        ratios = [s["macs_ratio"] for s in sparsity if "macs_ratio" in s]
         rows.append(SweepRow(
             lam=lam, run_dirs=tuple(r.run_dir for r in results), metrics=metrics,
             group_sparsity=_stats([s.get("group_sparsity", 0.0) for s in sparsity]),
             param_sparsity=_stats([s.get("param_sparsity", 0.0) for s in sparsity]),
-            delta={}, reused=sum(reused for _, reused in runs[lam]),
+            delta={}, reused=sum(reused for _, reused in runs[run_key]), target_macs=goal,
+            macs_ratio=_stats(ratios) if ratios else None,
         ))
     baseline = lams[0]
-    rows = [replace(row, delta=delta_score(tasks, means[row.lam], means[baseline])) for row in rows]
+    rows = [replace(row, delta=delta_score(tasks, means[(row.lam, row.target_macs)], means[(baseline, None)]))
+            for row in rows]
     headline = {name: task.primary_metric for name, task in tasks.items()}
     higher = {name: task.metrics[task.primary_metric] for name, task in tasks.items()}
     result = SweepResult(str(out), _sweep_config(config, 0.0, 0).optimizer.name, split, trials, baseline,

@@ -27,6 +27,8 @@ def export(
     engine: Annotated[bool, typer.Option("--engine/--no-engine", help="Build a TensorRT engine when possible.")] = True,
     trt_version: Annotated[int | None, typer.Option("--trt-version", help="TensorRT major version for scripts (10 or 11; default: installed, else 11, what the trt extra installs).")] = None,
     exporter: Annotated[str, typer.Option("--exporter", help="dynamo (default) or torchscript.")] = "dynamo",
+    formats: Annotated[str, typer.Option("--format", help="onnx, or pt2 to add a validated torch.export program "
+                                         "(model.pt2) beside the ONNX; comma-separated.")] = "onnx",
     workspace_mib: Annotated[int, typer.Option("--workspace-mib", help="TensorRT workspace pool limit in MiB.")] = 4096,
     tf32: Annotated[bool, typer.Option("--tf32/--no-tf32", help="TensorRT may use TF32 for FP32 layers (its default; "
                                        "the engine is then checked with TF32 tolerances).")] = True,
@@ -39,7 +41,8 @@ def export(
 
     options = ExportOptions(batch=BatchRange.parse(batch), height=height, width=width, precision=precision,
                             opset=opset, simplify=simplify, engine=engine, trt_version=trt_version,
-                            exporter=exporter, workspace_mib=workspace_mib, tf32=tf32, real_data=real_data)
+                            exporter=exporter, workspace_mib=workspace_mib, tf32=tf32, real_data=real_data,
+                            formats=tuple(f.strip() for f in formats.split(",") if f.strip()))
     with RichReporter(enabled=not json_out) as reporter:
         report = export_model(Path(checkpoint), Path(out), options, reporter)
     if json_out:

@@ -2,7 +2,8 @@
 
 Owns ``export_model`` (checkpoint -> folder), ``load_export_dir`` (folder -> verified
 ``ExportManifest``, used by the bench helper) and the pieces behind them, one module each:
-``options`` (validated settings), ``onnx_export`` (exporters, checker, onnxslim),
+``options`` (validated settings), ``onnx_export`` (exporters, checker, onnxslim), ``pt2``
+(``torch.export`` program),
 ``precision`` (FP16 with FP32 I/O), ``validate`` (ONNX Runtime / TensorRT vs PyTorch, on
 random images and on ``mtlexport.data.samples``),
 ``trt`` (TensorRT Python API, lazy), ``trtexec`` (scripts per TRT version) and
@@ -15,6 +16,8 @@ Export folder (every path relative to it)::
                           symbolic dim ``batch``), one output per task named after the task,
                           in spec order
     model.fp16.onnx       only with --precision fp16: float16 inside, float32 I/O
+    model.pt2             only with --format pt2: torch.export program (dynamic batch, outputs
+                          as a tuple in task order), validated like the ONNX
     trtexec_build.sh      builds model.plan (+ timing.cache) with trtexec
     trtexec_bench.sh      times model.plan; writes times.json, profile.json, layers.json
     inputs/images.bin     raw little-endian float32 input at the OPT batch
@@ -60,6 +63,7 @@ be written after export and are not covered by the SHA-256 check (see ``manifest
                   spin_wait, data_transfers}, runtime_defaults (of target_major)
     source        checkpoint, sha256, epoch, spec {name, backbone, output_stride,
                   tasks[{name, type}], widths_count, params, macs_per_sample}
+    programs      pt2 {file, how, input, outputs, dynamic} (only with --format pt2)
     files         {relative path: {sha256, bytes}} for every export artifact (verified)
     engine_files  the same for the engine artifacts present at export time (not verified)
 """

@@ -20,6 +20,7 @@ from mtlexport.export.manifest import MANIFEST_FILE, SCHEMA, SCHEMA_VERSION, fil
 from mtlexport.export.options import ExportOptions, choose_trt_major, resolve_size
 from mtlexport.export.precision import RECIPE as FP16_RECIPE
 from mtlexport.export.precision import convert_to_fp16
+from mtlexport.export.pt2 import PT2_FILE, export_program, program_outputs
 from mtlexport.data.samples import real_images
 from mtlexport.export.trt import TrtProbe, build_engine, builder_plan, probe_tensorrt, run_engine
 from mtlexport.export.validate import (OutputCheck, compare, ort_outputs, ort_run_info, ort_session,
@@ -115,6 +116,17 @@ def export_network(model: nn.Module, spec: ModelSpec, out_dir: Path, options: Ex
                     for key, x in inputs.items():
                         got = ort_outputs(session, x.numpy())
                         checks += compare(path.name, f"ort:{key}", names, got, refs[key], tolerances)
+            program = None
+            if "pt2" in options.formats:
+                example = random_images(max(2, options.batch.opt), chw[1], chw[2], options.seed, chw[0])
+                program = {"file": PT2_FILE, "how": export_program(model, stage / PT2_FILE, names, example),
+                           "input": ox.INPUT_NAME, "outputs": list(names), "dynamic": {"batch": 0}}
+                tolerances = {n: tasks[n].tolerance("fp32") for n in names}
+                runs.append({"model": PT2_FILE, "runtime": f"torch {torch.__version__}", "provider": "torch.export.load",
+                             "computed_in": "float32"})
+                for key, x in inputs.items():
+                    checks += compare(PT2_FILE, f"torch.export:{key}", names, program_outputs(stage / PT2_FILE, x),
+                                      refs[key], tolerances)
             raise_for_failures(checks)
             reporter.advance("export", step="validated")
 
@@ -149,6 +161,8 @@ def export_network(model: nn.Module, spec: ModelSpec, out_dir: Path, options: Ex
 
             manifest = _manifest(spec, model, tasks, options, chw, exporter, probe, (major, target_from), plan, build,
                                  settings, checks, runs, notices, reference, stage, source or {}, inputs)
+            if program is not None:
+                manifest["programs"] = {"pt2": program}
             write_json(stage / MANIFEST_FILE, manifest)
             (stage / MANIFEST_FILE).chmod(0o644)
             stage.chmod(0o755)  # the staging folder is created private; the export is shareable

@@ -9,6 +9,7 @@ from mtlexport.errors import ConfigError
 
 PRECISIONS = ("fp32", "fp16")
 EXPORTERS = ("dynamo", "torchscript")
+FORMATS = ("onnx", "pt2")
 OPSET_MIN, OPSET_MAX = 17, 21
 DEFAULT_OPSET = 18
 TRT_VERSIONS = (10, 11)
@@ -66,6 +67,7 @@ class ExportOptions:
     extra installs (``DEFAULT_TRT_VERSION``) when none is installed. ``workspace_mib`` is the
     builder's workspace memory pool limit. ``tf32`` lets TensorRT use TF32 for FP32 convolutions
     and matrix products (its default); the engine is then validated with TF32-sized tolerances.
+    ``formats`` always holds ``onnx``; ``pt2`` adds a validated ``torch.export`` program.
     """
 
     batch: BatchRange = field(default_factory=BatchRange)
@@ -80,12 +82,17 @@ class ExportOptions:
     workspace_mib: int = 4096
     optimization_level: int = 3
     tf32: bool = True
+    formats: tuple[str, ...] = ("onnx",)
     real_data: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
+        unknown = [self.formats] if isinstance(self.formats, str) else [f for f in self.formats if f not in FORMATS]
+        if unknown:
+            raise ConfigError(f"unknown export format {unknown[0]!r}; valid: {', '.join(FORMATS)} (give a tuple)")
+        object.__setattr__(self, "formats", tuple(f for f in FORMATS if f == "onnx" or f in self.formats))
         if self.exporter not in EXPORTERS:
             raise ConfigError(f"unknown exporter {self.exporter!r}; valid: {', '.join(EXPORTERS)}")
         if isinstance(self.opset, bool) or not isinstance(self.opset, int) or not OPSET_MIN <= self.opset <= OPSET_MAX:
@@ -104,6 +111,7 @@ class ExportOptions:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["batch"] = self.batch.to_dict()
+        out["formats"] = list(self.formats)
         return out
 
 

@@ -91,3 +91,12 @@ def test_missing_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     rc = main(["export", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "o")])
     assert rc == 1 and "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_format_pt2_adds_the_program(ckpt: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pt2"
+    assert main(["export", str(ckpt), "--out", str(out), "--batch", "1:2:2", "--format", "onnx,pt2", "--json",
+                 *FAST]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["options"]["formats"] == ["onnx", "pt2"] and (out / "model.pt2").is_file()
+    assert any(c["model"] == "model.pt2" and c["passed"] for c in manifest["validation"]["checks"])

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -338,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
                         "gpu_check-<device>[-quick].json)")
     parser.add_argument("--budget-s", type=float, default=None, help="stop measuring after this many seconds "
                         "(default 420, 45 with --device cpu --quick)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 1 with --device cpu: "
+                        "stable on a shared machine; torch's default with cuda)")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda but torch sees no CUDA GPU; use --device cpu --quick", file=sys.stderr)
@@ -347,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     args.batches = (1,) if args.quick and not cuda else (1, 8) if args.quick else (1, 8, 16)
     budget = Budget(args.budget_s if args.budget_s is not None else (45.0 if args.quick and not cuda else 420.0))
     out = args.out or ROOT / "benchmarks" / "results" / f"gpu_check-{args.device}{'-quick' if args.quick else ''}.json"
+    if args.threads is None and not cuda:
+        args.threads = 1
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -356,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "quick": args.quick,
         "device": args.device, "device_name": system["gpu"] or system["cpu"], "torch": str(torch.__version__),
         "cuda": torch.version.cuda, "threads": torch.get_num_threads(), "batches": list(args.batches),
-        "budget_s": budget.seconds, "system": system}}
+        "budget_s": budget.seconds, "load_average": round(os.getloadavg()[0], 2), "system": system}}
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as scratch:
         pairs: dict[str, dict[str, Any]] = {}
         if not args.quick:
@@ -364,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
             if result["paper_model"]["status"] == "ok":
                 pairs["paper"] = result["paper_model"]
         pairs["quick"] = quick_pair()
-        result["models"] = {k: {kk: str(vv) if isinstance(vv, Path) else vv for kk, vv in v.items() if kk != "status"}
+        result["models"] = {k: {kk: _shown(vv) for kk, vv in v.items() if kk not in ("status", "seconds")}
                             for k, v in pairs.items()}
         spec = paper_spec() if not args.quick else _quick_spec()
         _section(result, "host_sync", budget, lambda: host_sync(spec, device))
@@ -379,6 +383,13 @@ def main(argv: list[str] | None = None) -> int:
     print_table(result)
     print(f"wrote {out}")
     return 0
+
+
+def _shown(value: Any) -> Any:
+    """Paths relative to the repository where they lie inside it (the JSON is committed)."""
+    if isinstance(value, Path):
+        return str(value.relative_to(ROOT)) if value.is_relative_to(ROOT) else value.name
+    return value
 
 
 def _quick_spec() -> ModelSpec:

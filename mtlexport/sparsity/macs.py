@@ -4,8 +4,9 @@
 channel group is a variable, and every convolution, linear layer and batch norm is a term of
 ``mtlexport slim``'s MAC count (torch-pruning's counter) written in its live input and output
 widths: ``k * in_live * out_live + b * out_live`` (convolutions, linear layers), ``k * live``
-(depthwise convolutions, batch norms). What the model does not cover (activation and pooling
-modules, a few per cent at most) is held at its dense value. A channel is removed when every
+(depthwise convolutions, batch norms); activation, pooling and upsampling modules add to ``b`` of
+the layer that runs just before them. What the model does not cover (such a module after an
+operation that changes the channel count) is held at its dense value. A channel is removed when every
 reader's input slice is exactly zero, and each channel set keeps at least one channel, as the
 surgeon does. Evaluating the prediction is a handful of small tensor operations, cheap enough
 for a controller that runs during training.
@@ -23,6 +24,10 @@ from torch import Tensor, nn
 from mtlexport.sparsity.coupled import protected_layers, removable
 
 __all__ = ["MacsModel", "build_macs_model"]
+
+_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.PReLU, nn.ELU, nn.LeakyReLU, nn.GELU)
+_POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.MaxPool1d, nn.AvgPool1d,
+          nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool1d)
 
 _F64 = torch.float64
 
@@ -164,9 +169,10 @@ def build_macs_model(model: nn.Module, channel_groups: Sequence[Any], input_shap
 
 def _layer_terms(model: nn.Module, input_shape: tuple[int, int, int]):
     """Per counted layer: module, k, b, bilinear flag, input and output widths (one forward, batch 1)."""
-    stats: dict[int, list[float]] = {}  # id -> [positions]
+    stats: dict[int, list[float]] = {}  # id -> [positions, per-channel cost of the modules that follow]
     mods: dict[int, nn.Module] = {}
     hooks = []
+    last: list[nn.Module] = []
 
     def hook(mod: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
         if isinstance(mod, nn.Linear):
@@ -176,11 +182,26 @@ def _layer_terms(model: nn.Module, input_shape: tuple[int, int, int]):
         else:
             positions = inputs[0].numel() / mod.num_features
         mods[id(mod)] = mod
-        stats.setdefault(id(mod), [0.0])[0] += positions
+        stats.setdefault(id(mod), [0.0, 0.0])[0] += positions
+        last[:] = [mod]
+
+    def follower(mod: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        # Activation / pooling / upsampling modules (counted per element by torch-pruning) scale
+        # with the width of the layer that ran just before them, when the channel counts agree.
+        x = inputs[0] if isinstance(mod, _POOLS) else output
+        if not last or not isinstance(x, Tensor) or x.dim() < 2:
+            return
+        prev = last[0]
+        width = getattr(prev, "out_channels", None) or getattr(prev, "num_features", None) or getattr(
+            prev, "out_features", None)
+        if width and x.shape[1] == width:
+            stats[id(prev)][1] += x.numel() / width
 
     for mod in model.modules():
         if isinstance(mod, (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d)):
             hooks.append(mod.register_forward_hook(hook))
+        elif isinstance(mod, (*_ACTIVATIONS, *_POOLS, nn.Upsample)):
+            hooks.append(mod.register_forward_hook(follower))
     was_training = model.training
     model.eval()
     try:
@@ -191,9 +212,10 @@ def _layer_terms(model: nn.Module, input_shape: tuple[int, int, int]):
         for h in hooks:
             h.remove()
         model.train(was_training)
-    layers, coef, bias, bilinear, ins, outs = [], [], [], [], [], []
+    layers, coef, bias, bilinear, ins, outs, follow = [], [], [], [], [], [], []
     for key, mod in mods.items():
         pos = stats[key][0]
+        follow.append(stats[key][1])
         if isinstance(mod, nn.Conv2d):
             k = mod.kernel_size[0] * mod.kernel_size[1] * pos
             depthwise = mod.groups > 1 and mod.groups == mod.in_channels == mod.out_channels
@@ -215,4 +237,4 @@ def _layer_terms(model: nn.Module, input_shape: tuple[int, int, int]):
             ins.append(mod.num_features)
             outs.append(mod.num_features)
         layers.append(mod)
-    return layers, coef, bias, bilinear, ins, outs
+    return layers, coef, [b + f for b, f in zip(bias, follow)], bilinear, ins, outs

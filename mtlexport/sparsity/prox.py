@@ -153,6 +153,8 @@ def prox_segments(
             x3.mul_(s)
         return ~active
 
+    # Ungrouped slices are restored bit for bit at the end (D z / D may differ from z by an ulp).
+    kept = [None if u is None else x3.index_select(1, u) for x3, u in zip(views, seg.ungrouped)]
     for x3, D3 in zip(views, dviews):
         x3.mul_(D3)  # a = D z; x3 holds a until the final division
     a_norm = _sumsq(views, seg, W, sync_free, tau).sqrt()
@@ -211,6 +213,9 @@ def prox_segments(
     kappa = torch.where(tau == 0, torch.zeros_like(kappa), kappa)
     for x3, D3, k in zip(views, dviews, seg.spread(kappa, cdt, fill=0.0)):
         x3.div_(torch.add(D3, k, out=W[: x3.numel()].view(x3.shape)))
+    for x3, u, orig in zip(views, seg.ungrouped, kept):
+        if u is not None:
+            x3.index_copy_(1, u, orig)
     return ~active
 
 

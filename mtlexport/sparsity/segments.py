@@ -39,6 +39,7 @@ class Segments:
     index: Tensor
     num_groups: int
     sizes: Tensor
+    ungrouped: tuple[Tensor | None, ...] = ()  # per tensor: indices of its ungrouped slices (None: all grouped)
 
     @staticmethod
     def view_shape(shape: Sequence[int], dim: int) -> tuple[int, int, int]:
@@ -63,7 +64,11 @@ class Segments:
         per_slice = torch.repeat_interleave(torch.tensor([float(a * b) for a, _, b in views], dtype=_F64),
                                             torch.tensor([s for _, s, _ in views], dtype=torch.long))
         sizes = torch.zeros(num_groups + 1, dtype=_F64).index_add_(0, index, per_slice)[:num_groups]
-        return cls(views, index.to(device), num_groups, sizes.to(device))
+        ungrouped = []
+        for part in parts:
+            idx = torch.nonzero(part == num_groups).flatten()
+            ungrouped.append(idx.to(device) if idx.numel() else None)
+        return cls(views, index.to(device), num_groups, sizes.to(device), tuple(ungrouped))
 
     @classmethod
     def per_slice(cls, shapes: Sequence[Sequence[int]], dims: Sequence[int],
@@ -84,7 +89,8 @@ class Segments:
         """The same layout with its index tensors on ``device``."""
         if self.index.device == device:
             return self
-        return Segments(self.shapes, self.index.to(device), self.num_groups, self.sizes.to(device))
+        return Segments(self.shapes, self.index.to(device), self.num_groups, self.sizes.to(device),
+                        tuple(None if u is None else u.to(device) for u in self.ungrouped))
 
     def matches(self, tensors: Sequence[Tensor]) -> bool:
         """True when ``tensors`` have the element counts and slice counts of this layout."""

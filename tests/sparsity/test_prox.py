@@ -96,3 +96,103 @@ def test_group_sum() -> None:
     torch.testing.assert_close(group_sum(x, 1), x.sum(dim=(0, 2)).double())
     torch.testing.assert_close(group_sum(x, 0), x.sum(dim=(1, 2)).double())
     torch.testing.assert_close(group_sum(x.transpose(0, 2), 2), x.sum(dim=(1, 2)).double())
+
+
+# ----------------------------------------------------------------------------- accuracy
+def _ill_conditioned(seed: int, groups: int = 300, n: int = 24):
+    """Groups whose scale and metric span many orders of magnitude, rounded to float32."""
+    gen = torch.Generator().manual_seed(seed)
+    f64 = torch.float64
+    z = torch.randn(groups, n, generator=gen, dtype=f64) * torch.exp(3 * torch.randn(groups, 1, generator=gen, dtype=f64))
+    D = torch.exp(6 * torch.randn(groups, n, generator=gen, dtype=f64))
+    shrink = torch.rand(groups, generator=gen, dtype=f64) * 1.2 * 10 ** (-6 * torch.rand(groups, generator=gen, dtype=f64))
+    tau = (D * z).norm(dim=1) * shrink
+    return z.float().double(), D.float().double(), tau.float().double()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_float32_matches_float64_reference_on_ill_conditioned_groups(seed: int) -> None:
+    z, D, tau = _ill_conditioned(seed)
+    ref = prox_group_l2(z, D, tau)
+    # The float64 reference itself satisfies the optimality conditions.
+    live = ref.norm(dim=1) > 0
+    residual = D[live] * (ref[live] - z[live]) + tau[live, None] * ref[live] / ref[live].norm(dim=1, keepdim=True)
+    assert (residual.norm(dim=1) / (D[live] * z[live]).norm(dim=1)).max() < 1e-10
+    x = prox_group_l2(z.float(), D.float(), tau.float()).double()
+    assert torch.equal(x.norm(dim=1) == 0, ~live)
+    err = (x[live] - ref[live]).norm(dim=1) / ref[live].norm(dim=1)
+    assert err.max() < 1e-5, err.max()
+
+
+def test_badly_conditioned_group_is_solved_in_x_not_in_the_metric() -> None:
+    # The D-weighted residual is tiny at [1796, 15]; the solution is [6.755, 15.0].
+    z, D = torch.tensor([[6166.0, 15.0]]), torch.tensor([[1e-8, 1e3]])
+    x32 = prox_group_l2(z, D, 1.5e-4)
+    x64 = prox_group_l2(z.double(), D.double(), 1.5e-4)
+    torch.testing.assert_close(x64, torch.tensor([[6.755, 15.0]], dtype=torch.float64), rtol=1e-3, atol=0)
+    torch.testing.assert_close(x32.double(), x64, rtol=1e-6, atol=0)
+
+
+def test_huge_and_tiny_entries_do_not_overflow_or_underflow() -> None:
+    D = torch.tensor([[1.0, 2.0]])
+    for scale in (1e20, 1e-30):
+        z = torch.tensor([[3.0, 1.0]]) * scale
+        tau = 0.1 * scale
+        x = prox_group_l2(z, D, tau)
+        ref = prox_group_l2(z.double(), D.double(), tau)
+        assert torch.isfinite(x).all() and torch.count_nonzero(x) == 2
+        torch.testing.assert_close(x.double(), ref, rtol=1e-6, atol=0)
+    tiny = torch.tensor([[3e-30, 1e-30]])
+    assert torch.equal(prox_group_l2(tiny, D, 0.0), tiny)  # tau = 0 never zeroes a group
+
+
+# ----------------------------------------------------------------------------- several tensors
+def test_groups_spanning_tensors_match_the_concatenated_problem() -> None:
+    from mtlexport.sparsity.prox import prox_segments
+    from mtlexport.sparsity.segments import Segments
+
+    gen = torch.Generator().manual_seed(4)
+    # A conv weight grouped along its input channels, a linear weight along its inputs (two
+    # columns per group, as after a flatten) and a depthwise weight along dim 0; some slices ungrouped.
+    a = torch.randn(6, 5, 3, 3, generator=gen)
+    b = torch.randn(4, 10, generator=gen)
+    c = torch.randn(5, 1, 3, 3, generator=gen)
+    Ds = [torch.rand(t.shape, generator=gen) + 0.05 for t in (a, b, c)]
+    ids = [torch.tensor([0, 1, 2, 3, -1]), torch.arange(10) // 2, torch.tensor([0, 1, 2, 3, 4])]
+    seg = Segments.build([a.shape, b.shape, c.shape], [1, 1, 0], ids, 5)
+    # Reference: gather each group's elements into one float64 vector and solve it alone.
+    pieces = [(a, Ds[0], 1), (b, Ds[1], 1), (c, Ds[2], 0)]
+    zs, dz = [], []
+    for g in range(5):
+        zz = [t.select(d, i).reshape(-1) for (t, _, d), idx in zip(pieces, ids) for i in range(len(idx)) if idx[i] == g]
+        dd = [D.select(d, i).reshape(-1) for (_, D, d), idx in zip(pieces, ids) for i in range(len(idx)) if idx[i] == g]
+        zs.append(torch.cat(zz).double())
+        dz.append(torch.cat(dd).double())
+    sizes = [v.numel() for v in zs]
+    assert seg.sizes.tolist() == sizes
+    tau = torch.tensor([(d * z).norm().item() * f for d, z, f in zip(dz, zs, (0.3, 1.5, 0.05, 0.9, 0.6))],
+                       dtype=torch.float64)
+    expected = [prox_group_l2(z[None], d[None], t.item())[0] for z, d, t in zip(zs, dz, tau)]
+    xs = [t.clone() for t in (a, b, c)]
+    zero = prox_segments(xs, Ds, tau, seg)
+    assert zero.tolist() == [e.norm().item() == 0 for e in expected]
+    for g in range(5):
+        got = torch.cat([x.select(d, i).reshape(-1) for x, (_, _, d), idx in zip(xs, pieces, ids)
+                         for i in range(len(idx)) if idx[i] == g]).double()
+        torch.testing.assert_close(got, expected[g], rtol=1e-5, atol=1e-7)
+    # The ungrouped slice is untouched.
+    assert torch.equal(xs[0][:, 4], a[:, 4])
+
+
+def test_keep_rule_leaves_the_strongest_group_of_a_set() -> None:
+    from mtlexport.sparsity.prox import prox_segments
+    from mtlexport.sparsity.segments import Segments
+
+    z = torch.tensor([[1.0, 2.0, 3.0, 0.5]])
+    seg = Segments.build([z.shape], [1], [torch.arange(4)], 4)
+    tau = torch.full((4,), 100.0, dtype=torch.float64)
+    x = z.clone()
+    zero = prox_segments([x], [torch.ones_like(z)], tau, seg, keep=torch.tensor([0, 0, 0, 1]), num_sets=2)
+    # Set 0 keeps its strongest group unshrunk; set 1 (one group) keeps its only one.
+    assert zero.tolist() == [True, True, False, False]
+    assert torch.equal(x, torch.tensor([[0.0, 0.0, 3.0, 0.5]]))

@@ -29,6 +29,7 @@ __all__ = [
     "plot_run",
     "plot_sparsity_curve",
     "plot_sweep",
+    "plot_delta_vs_macs",
     "read_jsonl",
 ]
 
@@ -105,11 +106,51 @@ def plot_sparsity_curve(records: Sequence[Mapping[str, Any]], path: str | Path) 
         raise ConfigError("nothing to plot: no sparsity records with 'epoch' and 'group_sparsity'")
     plt = _pyplot()
     epochs = [r["epoch"] for r in rows]
-    fig, ax = plt.subplots(figsize=(6.0, 4.0))
-    ax.plot(epochs, [r["group_sparsity"] for r in rows], marker="o", label="% group sparsity")
+    controlled = all("lambda" in r for r in rows)
+    fig, axes = plt.subplots(1, 2 if controlled else 1, figsize=(11.0 if controlled else 6.0, 4.0), squeeze=False)
+    ax = axes[0][0]
+    ax.plot(epochs, [r["group_sparsity"] for r in rows], marker="o", label="% group sparsity (input channels)")
     if all("param_sparsity" in r for r in rows):
         ax.plot(epochs, [r["param_sparsity"] for r in rows], marker="s", label="% parameter sparsity")
+    if all("lasso_group_sparsity" in r for r in rows) and any(r.get("grouping") == "coupled" for r in rows):
+        ax.plot(epochs, [r["lasso_group_sparsity"] for r in rows], marker="^", label="% coupled groups zero")
+    if all("removable_macs_share" in r for r in rows):
+        ax.plot(epochs, [100 * r["removable_macs_share"] for r in rows], marker="d", label="% MACs removable")
     ax.set(xlabel="epoch", ylabel="sparsity (%)", title="sparsity during training", ylim=(-2, 102))
+    _epoch_axis(ax, epochs)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    if controlled:
+        ax = axes[0][1]
+        lams = [r["lambda"] for r in rows]
+        ax.plot(epochs, lams, marker="o", color="tab:red")
+        if any(v > 0 for v in lams):
+            ax.set_yscale("symlog", linthresh=min(v for v in lams if v > 0))
+        ax.set(xlabel="epoch", ylabel="lambda (end of epoch)", title="group-lasso strength (controller)")
+        _epoch_axis(ax, epochs)
+        ax.grid(True, alpha=0.3)
+    return _save(fig, path)
+
+
+def _epoch_axis(ax: Any, epochs: Sequence[int]) -> None:
+    """Whole-number epoch ticks (a single epoch would otherwise get a 0.96-1.04 axis)."""
+    ax.set_xticks(list(epochs) if len(epochs) <= 12 else ax.get_xticks())
+    if len(epochs) == 1:
+        ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
+
+
+def plot_delta_vs_macs(series: Mapping[str, Sequence[tuple[float, float]]], path: str | Path,
+                       title: str = "Delta_T against MACs ratio") -> Path:
+    """Delta_T (%) against the slim MACs ratio, one line per series (e.g. per grouping)."""
+    if not any(series.values()):
+        raise ConfigError("nothing to plot: no (MACs ratio, Delta_T) points")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4.0))
+    for label, points in series.items():
+        pts = sorted(points)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+    ax.axhline(0.0, color="grey", linewidth=0.8)
+    ax.set(xlabel="MACs ratio (slim / dense)", ylabel="Delta_T vs dense (%)", title=title)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
     return _save(fig, path)
@@ -164,7 +205,7 @@ def plot_sweep(rows: Sequence[Mapping[str, Any]], headline: Mapping[str, str], m
         raise ConfigError("nothing to plot: the sweep has no rows")
     plt = _pyplot()
     xs = list(range(len(rows)))
-    labels = [f"{r['lam']:g}" for r in rows]
+    labels = [f"MACs {r['target_macs']:g}" if r.get("target_macs") is not None else f"{r['lam']:g}" for r in rows]
     fig, axes = plt.subplots(1, len(headline), figsize=(3.2 * len(headline) + 0.5, 3.4), squeeze=False)
     for ax, (task, metric) in zip(axes[0], headline.items()):
         key = f"{task}.{metric}"

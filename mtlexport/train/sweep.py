@@ -35,6 +35,7 @@ __all__ = ["SweepResult", "SweepRow", "run_dir_for", "sweep"]
 
 SUMMARY_CSV, SUMMARY_JSON = "summary.csv", "summary.json"
 METRIC_PLOT, SPARSITY_PLOT = "metric_vs_lambda.png", "sparsity_vs_lambda.png"
+DELTA_PLOT = "delta_vs_macs.png"
 
 
 def _stats(values: Sequence[float]) -> dict[str, float]:
@@ -234,6 +235,13 @@ def sweep(
         from mtlexport.sparsity.plots import plot_sweep
 
         files += plot_sweep([r.to_dict() for r in rows], headline, out / METRIC_PLOT, out / SPARSITY_PLOT)
+        points = [(r.macs_ratio["mean"], r.delta["overall"]) for r in rows
+                  if r.macs_ratio and "overall" in r.delta]
+        if goals and points:
+            from mtlexport.sparsity.plots import plot_delta_vs_macs
+
+            grouping = config.optimizer.grouping
+            files.append(plot_delta_vs_macs({f"{grouping} groups": points}, out / DELTA_PLOT))
     result = replace(result, files=tuple(str(f) for f in [*files, out / SUMMARY_JSON]))
     write_json(out / SUMMARY_JSON, result.to_dict())
     return result

@@ -37,13 +37,18 @@ def _models() -> tuple[TinyMultiTask, TinyMultiTask]:
 
 
 @pytest.mark.parametrize("weight_decay", [0.0, 0.05])
-def test_lambda_zero_is_adamw(weight_decay: float) -> None:
+@pytest.mark.parametrize("grouping", ["layouts", "channel", "coupled"])
+def test_lambda_zero_is_adamw_bit_for_bit(weight_decay: float, grouping: str) -> None:
+    from mtlexport.sparsity.coupled import build_structure
+
     a, b = _models()
     kw = dict(lr=3e-3, betas=(0.8, 0.99), eps=1e-7, weight_decay=weight_decay)
-    _train(a, torch.optim.AdamW(a.parameters(), **kw), 25)
-    _train(b, ProxAdam(split_param_groups(b), lam=0.0, **kw), 25)
+    structure = None if grouping == "layouts" else build_structure(
+        b, grouping, example=torch.randn(2, 3, 8, 8))
+    _train(a, torch.optim.AdamW(a.parameters(), foreach=True, **kw), 25)
+    _train(b, ProxAdam(split_param_groups(b, structure=structure), lam=0.0, **kw), 25)
     for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
-        torch.testing.assert_close(pb, pa, rtol=1e-6, atol=1e-6, msg=name)
+        assert torch.equal(pb, pa), name
 
 
 def test_lambda_zero_proxsgd_is_sgd() -> None:

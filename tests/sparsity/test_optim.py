@@ -124,3 +124,28 @@ def test_registry_and_config_errors() -> None:
         build_optimizer("adamw", groups, lr=1e-3, lam=1e-4)
     with pytest.raises(ConfigError):
         build_optimizer("proxsgd", groups, lr=1e-3, lam=-1.0)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("grouping", ["channel", "coupled"])
+def test_step_makes_no_host_synchronisation_on_cuda(grouping: str) -> None:
+    from mtlexport.sparsity.coupled import build_structure
+
+    torch.manual_seed(0)
+    model = TinyMultiTask().cuda()
+    structure = build_structure(model, grouping, example=torch.randn(2, 3, 8, 8, device="cuda"))
+    opt = ProxAdam(split_param_groups(model, structure=structure), lr=1e-2, lam=1e-2)
+    x = torch.randn(4, 3, 8, 8, device="cuda")
+    for _ in range(2):  # state and layout are built on the first steps
+        opt.zero_grad()
+        multitask_loss(model(x)).backward()
+        opt.step()
+    opt.zero_grad()
+    multitask_loss(model(x)).backward()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        opt.step()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert torch.isfinite(torch.cat([p.detach().flatten() for p in model.parameters()])).all()

@@ -2,37 +2,72 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
+from rich.table import Column, Table
+
+
+def _writable_dir(value: Path | None) -> Path | None:
+    """Option callback: refuse an output folder that cannot be written before any work starts."""
+    if value is not None:
+        from mtlexport.io import check_output_dir
+
+        check_output_dir(value)
+    return value
+
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout and nothing else there.")]
 CheckpointArg = Annotated[Path, typer.Argument(help="Checkpoint file (.pt) written by mtlexport.", show_default=False)]
-OutDirOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
+OutDirOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder.", metavar="DIR", callback=_writable_dir)]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace existing outputs instead of refusing.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
 
 stdout = Console(soft_wrap=False)
 stderr = Console(stderr=True)
 
 
-def emit_json(payload: dict[str, Any]) -> None:
-    """Print ``payload`` as one JSON object on stdout."""
-    sys.stdout.write(json.dumps(payload, indent=2, sort_keys=False, default=_json_default) + "\n")
+class InterruptNote:
+    """What a command has kept on disk, for the one line printed when it is interrupted.
+
+    A command calls ``set(describe)`` with a function that looks at its outputs; by default the
+    line says that nothing was changed (every output is written atomically)."""
+
+    DEFAULT = "nothing was written (outputs are only replaced once complete)"
+
+    def __init__(self) -> None:
+        self._describe: Callable[[], str] | None = None
+
+    def set(self, describe: Callable[[], str]) -> None:
+        self._describe = describe
+
+    def clear(self) -> None:
+        self._describe = None
+
+    def describe(self) -> str:
+        if self._describe is None:
+            return self.DEFAULT
+        try:
+            return self._describe()
+        except Exception:  # a note must never hide the interruption itself
+            return self.DEFAULT
 
 
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "to_dict"):
-        return obj.to_dict()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+interrupt_note = InterruptNote()
+
+
+def emit_json(payload: Any) -> None:
+    """Print ``payload`` as one strict JSON object on stdout: NaN and infinities become null and
+    ``"non_finite"`` lists where they were."""
+    from mtlexport.io import dumps_json
+
+    sys.stdout.write(dumps_json(payload) + "\n")
 
 
 def make_table(title: str | None, columns: list[str], rows: list[list[Any]]) -> Table:
@@ -60,6 +95,10 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
+def _fixed(width: int, justify: str = "left") -> Column:
+    return Column(width=width, min_width=width, no_wrap=True, overflow="ellipsis", justify=justify)  # type: ignore[arg-type]
+
+
 class RichReporter:
     """Progress bars on stderr (so ``--json`` stdout stays clean) and notices as dim lines."""
 
@@ -71,14 +110,24 @@ class RichReporter:
 
     def _ensure(self) -> Progress:
         if self._progress is None:
+            # Fixed widths, and the info field gets exactly what is left (cut with an ellipsis):
+            # a no-wrap column would otherwise claim its whole text and crush the bar.
+            width = self.console.width
+            desc, bar = (14, 12) if width < 100 else (28, 32)
+            columns: list[Any] = [
+                TextColumn("[bold]{task.description}", table_column=_fixed(desc)),
+                BarColumn(bar_width=bar, table_column=_fixed(bar)),
+                TextColumn("{task.completed}/{task.total}", table_column=_fixed(9, justify="right")),
+                TimeElapsedColumn(table_column=_fixed(7)),
+            ]
+            if width >= 100:
+                columns.append(TextColumn("eta", table_column=_fixed(3)))
+            columns.append(TimeRemainingColumn(table_column=_fixed(7)))
+            used = sum(c.get_table_column().width or 0 for c in columns) + len(columns)
+            columns.append(TextColumn("{task.fields[info]}", markup=False,
+                                      table_column=_fixed(max(width - used - 1, 0))))
             self._progress = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                TextColumn("{task.completed}/{task.total}"),
-                TimeElapsedColumn(),
-                TextColumn("eta"),
-                TimeRemainingColumn(),
-                TextColumn("{task.fields[info]}"),
+                *columns,
                 console=self.console,
                 transient=False,
                 disable=not self.enabled,

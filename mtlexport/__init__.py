@@ -13,6 +13,8 @@ from mtlexport.errors import (
     DataError,
     ExportError,
     MtlexportError,
+    MtlexportWarning,
+    OutputError,
     VerificationError,
 )
 
@@ -25,6 +27,8 @@ __all__ = [
     "DataError",
     "ExportError",
     "MtlexportError",
+    "MtlexportWarning",
+    "OutputError",
     "VerificationError",
     "__version__",
 ]

@@ -23,6 +23,11 @@ class DataError(MtlexportError):
     """A dataset folder or file is missing or malformed."""
 
 
+class OutputError(MtlexportError):
+    """An output path cannot be written: a folder where a file is meant (or the reverse), no
+    permission, a read-only file system, a full disk, or an existing output without --force."""
+
+
 class ExportError(MtlexportError):
     """Export to ONNX or TensorRT failed or did not validate."""
 
@@ -35,3 +40,7 @@ class BackendUnavailableError(MtlexportError):
     """An optional backend (onnxruntime-gpu, tensorrt, CUDA) is not installed or usable here."""
 
     exit_code = 3
+
+
+class MtlexportWarning(UserWarning):
+    """Something suspicious that does not stop the work (the CLI prints it as one line)."""

@@ -7,11 +7,14 @@ rebuilds the exact module tree, slimmed widths included, with no other input.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from mtlexport.errors import ConfigError
+from mtlexport.schema import (
+    boolean, choice, integer, mapping_of, number, parse_section, section, section_list, sequence, string, validate,
+)
 
 DENSE_TASK_TYPES = ("segmentation", "depth", "normals")
 IMAGE_TASK_TYPES = ("attributes",)
@@ -27,13 +30,12 @@ class BackboneSpec:
     base_width: int = 64
     width_mult: float = 1.0
 
+    _where = "model.backbone"
+    _checks = {"name": string(), "output_stride": choice(8, 16, 32), "deep_stem": boolean,
+               "base_width": integer(1), "width_mult": number(strict=True)}
+
     def __post_init__(self) -> None:
-        if self.output_stride not in (8, 16, 32):
-            raise ConfigError(f"backbone.output_stride must be 8, 16 or 32, got {self.output_stride}")
-        if self.base_width < 1:
-            raise ConfigError(f"backbone.base_width must be positive, got {self.base_width}")
-        if self.width_mult <= 0:
-            raise ConfigError(f"backbone.width_mult must be positive, got {self.width_mult}")
+        validate(self)
 
 
 @dataclass(frozen=True)
@@ -47,12 +49,12 @@ class HeadSpec:
     hidden: int = 256
     image_pooling: bool = True
 
+    _where = "head"
+    _checks = {"kind": string(), "width": integer(1), "hidden": integer(1),
+               "rates": sequence(integer(1), "a list of positive dilation rates"), "image_pooling": boolean}
+
     def __post_init__(self) -> None:
-        object.__setattr__(self, "rates", tuple(int(r) for r in self.rates))
-        if self.width < 1 or self.hidden < 1:
-            raise ConfigError("head.width and head.hidden must be positive")
-        if any(r < 1 for r in self.rates):
-            raise ConfigError(f"head.rates must be positive dilation rates, got {list(self.rates)}")
+        validate(self)
 
 
 @dataclass(frozen=True)
@@ -70,10 +72,12 @@ class TaskSpec:
     loss: str = ""
     attributes: tuple[str, ...] = ()
 
+    _where = "task"
+    _checks = {"name": string(identifier=True), "type": string(), "num_outputs": integer(0), "head": section(HeadSpec),
+               "loss": string(nonempty=False), "attributes": sequence(string(), "a list of attribute names")}
+
     def __post_init__(self) -> None:
-        object.__setattr__(self, "attributes", tuple(self.attributes))
-        if not self.name.isidentifier():
-            raise ConfigError(f"task name {self.name!r} must be a valid identifier (it names an output)")
+        validate(self)
 
 
 @dataclass(frozen=True)
@@ -91,11 +95,18 @@ class ModelSpec:
     widths: dict[str, tuple[int, ...]] = field(default_factory=dict)
     name: str = "multitask"
 
+    _where = "model"
+    _checks = {
+        "backbone": section(BackboneSpec),
+        "tasks": section_list(TaskSpec, "model.tasks is empty; list at least one task"),
+        "in_channels": integer(1),
+        "widths": mapping_of(sequence(integer(0), "a list of layer widths (integers >= 0)"),
+                             "a mapping of layer names to lists of widths"),
+        "name": string(),
+    }
+
     def __post_init__(self) -> None:
-        object.__setattr__(self, "tasks", tuple(self.tasks))
-        object.__setattr__(self, "widths", {k: tuple(int(x) for x in v) for k, v in self.widths.items()})
-        if not self.tasks:
-            raise ConfigError("model.tasks is empty; list at least one task")
+        validate(self)
         names = [t.name for t in self.tasks]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -126,30 +137,7 @@ class ModelSpec:
         """Parse and validate a dict (e.g. the ``model:`` section of a config)."""
         if not isinstance(data, dict):
             raise ConfigError(f"model spec must be a mapping, got {type(data).__name__}")
-        _check_keys("model", data, cls)
-        if "backbone" not in data or "tasks" not in data:
-            raise ConfigError("model spec needs 'backbone' and 'tasks'")
-        backbone = _build("model.backbone", BackboneSpec, data["backbone"])
-        raw_tasks = data["tasks"]
-        if not isinstance(raw_tasks, list):
-            raise ConfigError("model.tasks must be a list of task mappings")
-        tasks = []
-        for i, raw in enumerate(raw_tasks):
-            where = f"model.tasks[{i}]"
-            if not isinstance(raw, dict):
-                raise ConfigError(f"{where} must be a mapping with at least 'name' and 'type'")
-            _check_keys(where, raw, TaskSpec)
-            raw = dict(raw)
-            head = _build(f"{where}.head", HeadSpec, raw.pop("head", {}) or {})
-            for key in ("name", "type"):
-                if key not in raw:
-                    raise ConfigError(f"{where} needs '{key}'")
-            tasks.append(_build(where, TaskSpec, {**raw, "head": head}))
-        rest = {k: v for k, v in data.items() if k not in ("backbone", "tasks")}
-        widths = rest.pop("widths", {}) or {}
-        if not isinstance(widths, dict):
-            raise ConfigError("model.widths must map layer names to lists of ints")
-        return _build("model", cls, {**rest, "backbone": backbone, "tasks": tuple(tasks), "widths": widths})
+        return parse_section(cls, "model", data)
 
     def to_json(self) -> str:
         """JSON text of ``to_dict()``."""
@@ -178,51 +166,3 @@ def _plain(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [_plain(v) for v in obj]
     return obj
-
-
-def _check_keys(where: str, data: dict[str, Any], cls: type) -> None:
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"unknown key(s) {unknown} in {where}; valid keys: {sorted(known)}")
-
-
-def _build(where: str, cls: type, data: Any) -> Any:
-    if isinstance(data, cls):
-        return data
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}")
-    _check_keys(where, data, cls)
-    hints = {f.name: f.type for f in fields(cls)}
-    clean: dict[str, Any] = {}
-    for key, value in data.items():
-        clean[key] = _coerce(f"{where}.{key}", hints[key], value)
-    try:
-        return cls(**clean)
-    except TypeError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-
-
-def _coerce(where: str, hint: Any, value: Any) -> Any:
-    """Check scalar types from the (string) annotation; ints are accepted for floats."""
-    hint = str(hint)
-    if hint == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where} must be an integer, got {value!r}")
-    elif hint == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where} must be a number, got {value!r}")
-        value = float(value)
-    elif hint == "bool":
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where} must be true or false, got {value!r}")
-    elif hint == "str":
-        if not isinstance(value, str):
-            raise ConfigError(f"{where} must be a string, got {value!r}")
-    elif hint.startswith("tuple[int"):
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-            raise ConfigError(f"{where} must be a list of integers, got {value!r}")
-    elif hint.startswith("tuple[str"):
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{where} must be a list of strings, got {value!r}")
-    return value

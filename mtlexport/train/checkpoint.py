@@ -47,14 +47,23 @@ class Checkpoint:
             return data["height"], data["width"]
         return None
 
-    def build_model(self) -> MultiTaskNet:
-        """``create_model(spec)`` with the stored weights loaded strictly, in eval mode."""
+    def build_model(self, *, check_finite: bool = True) -> MultiTaskNet:
+        """``create_model(spec)`` with the stored weights loaded strictly, in eval mode; weights
+        that do not match the spec, or (with ``check_finite``) hold NaN or Inf, raise a
+        CheckpointError naming the tensors."""
+        where = self.path or "checkpoint"
         model = create_model(self.spec)
+        problem = state_dict_mismatch(model.state_dict(), self.state_dict)
+        if problem:
+            raise CheckpointError(f"{where}: weights do not match its spec: {problem}; the file was edited or "
+                                  "written by another model (re-export it from its training run)")
+        if check_finite:
+            check_finite_weights(self.state_dict, where)
         try:
             model.load_state_dict(self.state_dict, strict=True)
         except RuntimeError as exc:
             first = str(exc).strip().splitlines()[0]
-            raise CheckpointError(f"{self.path or 'checkpoint'}: weights do not match its spec ({first})") from None
+            raise CheckpointError(f"{where}: weights do not match its spec ({first})") from None
         return model.eval()
 
     def payload(self) -> dict[str, Any]:
@@ -71,6 +80,47 @@ class Checkpoint:
             "extra": self.extra,
             "versions": self.versions or library_versions(),
         }
+
+
+def _shape(t: Any) -> str:
+    return "[" + ", ".join(str(d) for d in getattr(t, "shape", ())) + "]" if hasattr(t, "shape") else type(t).__name__
+
+
+def _first(names: list[str], describe: Any, limit: int = 2) -> str:
+    shown = ", ".join(describe(n) for n in names[:limit])
+    return shown + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
+
+
+def state_dict_mismatch(expected: dict[str, Any], found: dict[str, Any]) -> str:
+    """'' when ``found`` has exactly the keys and shapes of ``expected``; otherwise a short
+    description of the first missing, unexpected and mis-shaped entries, with shapes."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    shaped = [k for k in expected if k in found and (not isinstance(found[k], torch.Tensor)
+                                                    or tuple(found[k].shape) != tuple(expected[k].shape))]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing: " + _first(missing, lambda k: f"{k} {_shape(expected[k])}"))
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected: " + _first(unexpected, lambda k: f"{k} {_shape(found[k])}"))
+    if shaped:
+        parts.append(f"{len(shaped)} mis-shaped: " + _first(
+            shaped, lambda k: f"{k} is {_shape(found[k])}, the spec needs {_shape(expected[k])}"))
+    return "; ".join(parts)
+
+
+def check_finite_weights(state_dict: dict[str, Any], where: str | Path = "checkpoint") -> None:
+    """Raise a CheckpointError naming the first floating-point tensors with NaN or Inf values."""
+    bad = []
+    for name, t in state_dict.items():
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad.append((name, int(torch.isnan(t).sum()), int(torch.isinf(t).sum()), t.numel()))
+    if bad:
+        name, nans, infs, n = bad[0]
+        more = f" and {len(bad) - 1} more tensor(s)" if len(bad) > 1 else ""
+        raise CheckpointError(
+            f"{where}: tensor {name} holds {nans} NaN and {infs} Inf value(s) of {n}{more}; training diverged or "
+            "the file is damaged: use an earlier checkpoint or retrain (lower optimizer.lr, set train.grad_clip)")
 
 
 def library_versions() -> dict[str, str]:

@@ -8,124 +8,28 @@ overrides are applied to the raw mapping before validation.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mtlexport.data.config import DataConfig
 from mtlexport.errors import ConfigError
 from mtlexport.models.spec import ModelSpec
-
-Check = Callable[[str, Any], Any]
-
-
-# ----------------------------------------------------------------------------- value checks
-def _int(minimum: int) -> Check:
-    def check(where: str, v: Any) -> int:
-        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-            what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-            raise ConfigError(f"{where} must be {what}, got {v!r}")
-        return v
-
-    return check
+from mtlexport.schema import (
+    boolean, choice, fraction, integer, mapping_of, number, optional, parse_section, section_dict, sequence, string,
+    validate,
+)
 
 
-def _num(minimum: float = 0.0, strict: bool = False, maximum: float | None = None) -> Check:
-    def check(where: str, v: Any) -> float:
-        ok = not isinstance(v, bool) and isinstance(v, (int, float))
-        if ok:
-            ok = v > minimum if strict else v >= minimum
-            ok = ok and (maximum is None or v <= maximum)
-        if not ok:
-            if maximum is not None:
-                what = f"a number in [{minimum:g}, {maximum:g}]"
-            else:
-                what = "a positive number" if strict and minimum == 0 else f"a number >= {minimum:g}"
-            raise ConfigError(f"{where} must be {what}, got {v!r}")
-        return float(v)
-
-    return check
-
-
-def _optional(check: Check) -> Check:
-    """``check``, or None (YAML ``null``) for "not set"."""
-
-    def optional(where: str, v: Any) -> Any:
-        return None if v is None else check(where, v)
-
-    return optional
-
-
-def _fraction(where: str, v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
-        raise ConfigError(f"{where} must be a number strictly between 0 and 1, got {v!r}")
+def _below_one(where: str, v: Any) -> float:
+    if not 0 <= number()(where, v) < 1:
+        raise ConfigError(f"{where} must be a number in [0, 1), got {v!r}")
     return float(v)
 
 
-def _choice(*options: str) -> Check:
-    def check(where: str, v: Any) -> str:
-        if v not in options:
-            raise ConfigError(f"{where} must be one of {', '.join(options)}, got {v!r}")
-        return v
-
-    return check
-
-
-def _bool(where: str, v: Any) -> bool:
-    if not isinstance(v, bool):
-        raise ConfigError(f"{where} must be true or false, got {v!r}")
-    return v
-
-
-def _str(where: str, v: Any) -> str:
-    if not isinstance(v, str) or not v:
-        raise ConfigError(f"{where} must be a non-empty string, got {v!r}")
-    return v
-
-
-def _betas(where: str, v: Any) -> tuple[float, float]:
-    if (not isinstance(v, (list, tuple)) or len(v) != 2
-            or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in v)):
-        raise ConfigError(f"{where} must be a list of two numbers in [0, 1), got {v!r}")
-    return (float(v[0]), float(v[1]))
-
-
-def _weights(where: str, v: Any) -> dict[str, float]:
-    if not isinstance(v, dict):
-        raise ConfigError(f"{where} must map task names to numbers, got {v!r}")
-    return {str(k): _num()(f"{where}.{k}", w) for k, w in v.items()}
-
-
-def _parse_section(cls: type, where: str, data: Any, checks: Mapping[str, Check]) -> Any:
-    """Build dataclass ``cls`` from a mapping: unknown keys and bad values raise ConfigError."""
-    if data is None:
-        data = {}
-    if isinstance(data, cls):
-        return data
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where} section must be a mapping, got {type(data).__name__}")
-    aliases = getattr(cls, "_yaml_keys", {})
-    inverse = {v: k for k, v in aliases.items()}
-    known = sorted(aliases.get(f.name, f.name) for f in fields(cls))
-    unknown = sorted(k for k in data if inverse.get(k, k) not in {f.name for f in fields(cls)})
-    if unknown:
-        raise ConfigError(f"unknown key(s) {unknown} in {where}; valid keys: {known}")
-    clean = {}
-    for key, value in data.items():
-        attr = inverse.get(key, key)
-        clean[attr] = checks[attr](f"{where}.{key}", value)
-    return cls(**clean)
-
-
-def _section_dict(obj: Any) -> dict[str, Any]:
-    aliases = getattr(type(obj), "_yaml_keys", {})
-    out: dict[str, Any] = {}
-    for f in fields(obj):
-        value = getattr(obj, f.name)
-        out[aliases.get(f.name, f.name)] = list(value) if isinstance(value, tuple) else (
-            dict(value) if isinstance(value, dict) else value)
-    return out
+_betas = sequence(_below_one, "a list of two numbers in [0, 1)", length=2)
+_weights = mapping_of(number(), "a mapping of task names to numbers")
 
 
 # ----------------------------------------------------------------------------- sections
@@ -147,11 +51,15 @@ class TrainSettings:
     grad_clip: float = 0.0
     deterministic: bool = True
 
+    _where = "train"
     _checks = {
-        "epochs": _int(1), "batch_size": _int(1), "seed": _int(0), "device": _choice("auto", "cpu", "cuda"),
-        "num_workers": _int(0), "eval_every": _int(1), "patience": _int(0), "monitor": _str,
-        "min_delta": _num(), "grad_clip": _num(), "deterministic": _bool,
+        "epochs": integer(1), "batch_size": integer(1), "seed": integer(0), "device": choice("auto", "cpu", "cuda"),
+        "num_workers": integer(0), "eval_every": integer(1), "patience": integer(0), "monitor": string(),
+        "min_delta": number(), "grad_clip": number(), "deterministic": boolean,
     }
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 @dataclass(frozen=True)
@@ -182,17 +90,19 @@ class OptimizerConfig:
     target_at: float = 0.75
     freeze_at: float | None = 0.75
 
+    _where = "optimizer"
     _yaml_keys = {"lam": "lambda"}
     _checks = {
-        "name": _choice("adamw", "proxadam", "proxsgd"), "lr": _num(strict=True), "weight_decay": _num(),
-        "betas": _betas, "eps": _num(strict=True), "momentum": _num(maximum=1.0), "lam": _num(),
-        "group_scope": _choice("backbone", "all"), "prox": _choice("adaptive", "uniform"),
-        "grouping": _choice("channel", "coupled"), "coupled_norms": _bool,
-        "target_macs": _optional(_fraction), "target_group_sparsity": _optional(_fraction),
-        "target_at": _fraction, "freeze_at": _optional(_num(maximum=1.0)),
+        "name": choice("adamw", "proxadam", "proxsgd"), "lr": number(strict=True), "weight_decay": number(),
+        "betas": _betas, "eps": number(strict=True), "momentum": number(maximum=1.0), "lam": number(),
+        "group_scope": choice("backbone", "all"), "prox": choice("adaptive", "uniform"),
+        "grouping": choice("channel", "coupled"), "coupled_norms": boolean,
+        "target_macs": optional(fraction), "target_group_sparsity": optional(fraction),
+        "target_at": fraction, "freeze_at": optional(number(maximum=1.0)),
     }
 
     def __post_init__(self) -> None:
+        validate(self)
         if self.target_macs is not None and self.target_group_sparsity is not None:
             raise ConfigError("set at most one of optimizer.target_macs and optimizer.target_group_sparsity")
         targeted = self.target_macs is not None or self.target_group_sparsity is not None
@@ -213,11 +123,15 @@ class ScheduleConfig:
     gamma: float = 0.1
     power: float = 0.9
 
+    _where = "schedule"
     _checks = {
-        "name": _choice("none", "cosine", "step", "poly"), "warmup_epochs": _num(),
-        "min_lr_ratio": _num(maximum=1.0), "step_size": _int(1), "gamma": _num(strict=True),
-        "power": _num(strict=True),
+        "name": choice("none", "cosine", "step", "poly"), "warmup_epochs": number(),
+        "min_lr_ratio": number(maximum=1.0), "step_size": integer(1), "gamma": number(strict=True),
+        "power": number(strict=True),
     }
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 @dataclass(frozen=True)
@@ -229,8 +143,12 @@ class LossWeightingConfig:
     weights: dict[str, float] = field(default_factory=dict)
     init_log_var: float = 0.0
 
-    _checks = {"name": _choice("uncertainty", "fixed"), "weights": _weights,
-               "init_log_var": _num(minimum=-50.0)}
+    _where = "loss_weighting"
+    _checks = {"name": choice("uncertainty", "fixed"), "weights": _weights,
+               "init_log_var": number(minimum=-50.0)}
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 _SECTIONS: dict[str, type] = {
@@ -258,6 +176,13 @@ class TrainConfig:
         if self.optimizer.name == "adamw" and self.optimizer.lam > 0:
             raise ConfigError(f"optimizer.lambda is {self.optimizer.lam:g} but adamw does not apply the group lasso; "
                               "use optimizer.name proxadam or proxsgd")
+        stride = self.model.backbone.output_stride
+        for key in ("height", "width"):
+            size = getattr(self.data, key)
+            if size % stride:
+                lower, upper = max(stride, size - size % stride), size - size % stride + stride
+                raise ConfigError(f"data.{key} {size} is not divisible by the backbone's output stride {stride} "
+                                  f"(export would refuse the model); use e.g. {lower} or {upper}")
         monitor = self.train.monitor
         if monitor != "loss":
             task, _, metric = monitor.partition(".")
@@ -270,7 +195,7 @@ class TrainConfig:
         """Plain YAML/JSON-safe mapping; ``from_dict`` inverts it."""
         out: dict[str, Any] = {"model": self.model.to_dict(), "data": self.data.to_dict()}
         for key in _SECTIONS:
-            out[key] = _section_dict(getattr(self, key))
+            out[key] = section_dict(getattr(self, key))
         return out
 
     @classmethod
@@ -287,7 +212,7 @@ class TrainConfig:
         kwargs: dict[str, Any] = {"model": ModelSpec.from_dict(data["model"]),
                                   "data": DataConfig.from_dict(data.get("data"))}
         for key, section in _SECTIONS.items():
-            kwargs[key] = _parse_section(section, key, data.get(key), section._checks)
+            kwargs[key] = parse_section(section, key, data.get(key))
         return cls(**kwargs)
 
     @classmethod

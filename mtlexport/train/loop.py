@@ -4,6 +4,13 @@ One backbone forward per step (``MultiTaskNet``); losses combined by the configu
 per-epoch validation, ``metrics.jsonl``, ``sparsity.jsonl``, ``last.pt`` / ``best.pt`` (atomic)
 and early stopping on the monitored metric. ``--resume`` restores model, optimizer, weighting,
 step counter, history and every RNG, so an interrupted run continues bit-identically on CPU.
+
+Before anything is written into the run folder the config, every split and the folder's
+writability are checked, and the folder is locked (a second writer is refused). An epoch is
+committed as ``last.pt`` (which also holds the epoch's log records), then ``best.pt``, then the
+log lines; a process killed anywhere in between leaves a run that ``--resume`` repairs: it
+rewrites a missing or stale ``best.pt`` and log lines from ``last.pt`` and removes stale
+temporary files.
 """
 
 from __future__ import annotations
@@ -16,8 +23,8 @@ from typing import Any
 
 import torch
 
-from mtlexport.errors import ConfigError
-from mtlexport.io import append_jsonl, write_text
+from mtlexport.errors import ConfigError, DataError, OutputError
+from mtlexport.io import FolderLock, append_jsonl, check_output_dir, remove_stale_temps, write_text
 from mtlexport.models import create_model
 from mtlexport.reporting import NullReporter, Reporter
 from mtlexport.tasks import build_tasks
@@ -34,25 +41,30 @@ from mtlexport.train.schedule import lr_factor, set_lr
 from mtlexport.train.weighting import build_loss_weighting
 
 LAST, BEST, METRICS, SPARSITY, CONFIG = "last.pt", "best.pt", "metrics.jsonl", "sparsity.jsonl", "config.yaml"
+RUN_FILES = (LAST, BEST, METRICS, SPARSITY, CONFIG)
 _RESUME_MUST_MATCH = ("model", "data")
+_SPLITS = ("train", "val", "test")
 
 
-def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
+def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, force: bool = False,
           reporter: Reporter | None = None) -> TrainResult:
-    """Train ``config`` into ``out_dir``; with ``resume`` continue from ``out_dir/last.pt``."""
+    """Train ``config`` into ``out_dir``; with ``resume`` continue from ``out_dir/last.pt``, with
+    ``force`` replace a run already there (otherwise it is refused)."""
+    if resume and force:
+        raise ConfigError("--resume continues the run in --out and --force replaces it; pass one of them")
     ctx = dist.detect()
     device = dist.device_for(ctx, config.train.device)
     dist.setup(ctx, device)
     try:
         rep = (reporter or NullReporter()) if ctx.is_main else NullReporter()
-        run = _Run(config, Path(out_dir), ctx, device, rep)
+        run = _Run(config, Path(out_dir), ctx, device, rep, resume=resume, force=force)
         return run.execute(resume)
     finally:
         dist.teardown(ctx)
 
 
 def train_trials(config: TrainConfig, out_dir: str | Path, trials: int, *, resume: bool = False,
-                 reporter: Reporter | None = None) -> TrialsResult:
+                 force: bool = False, reporter: Reporter | None = None) -> TrialsResult:
     """``trials`` runs with seeds ``seed .. seed+trials-1`` into ``out_dir/trial_k``."""
     if trials < 1:
         raise ConfigError(f"--trials must be a positive integer, got {trials}")
@@ -62,7 +74,7 @@ def train_trials(config: TrainConfig, out_dir: str | Path, trials: int, *, resum
         seed = config.train.seed + k
         reporter.message(f"trial {k + 1}/{trials} (seed {seed})")
         cfg = replace(config, train=replace(config.train, seed=seed))
-        results.append(train(cfg, Path(out_dir) / f"trial_{k}", resume=resume, reporter=reporter))
+        results.append(train(cfg, Path(out_dir) / f"trial_{k}", resume=resume, force=force, reporter=reporter))
     split, summary = summarise(tuple(results))
     return TrialsResult(run_dir=str(out_dir), split=split, trials=tuple(results), summary=summary)
 
@@ -71,17 +83,23 @@ class _Run:
     """State of one training run (built once, then ``execute``)."""
 
     def __init__(self, config: TrainConfig, out: Path, ctx: dist.DistContext, device: torch.device,
-                 reporter: Reporter) -> None:
+                 reporter: Reporter, *, resume: bool = False, force: bool = False) -> None:
         self.out, self.ctx, self.device, self.reporter = out, ctx, device, reporter
+        self.force = force
+        # Everything is checked before the first byte is written: the output folder, the
+        # config, then every split (opening it finds missing files; one sample is read).
+        check_output_dir(out)
+        if (out / LAST).is_file() and not resume and not force:
+            raise _already_a_run(out)
         set_deterministic(config.train.deterministic, device)
         self.config = resolve_config(config)
         self.tasks = build_tasks(self.config.model)
         self.monitor, self.higher = self._monitor_direction()
         cfg = self.config.train
-        self.train_set = open_split(self.config.data, "train")
+        splits = {split: _open_checked(self.config, split) for split in _SPLITS}
+        self.train_set, self.val_set, self.test_set = splits["train"], splits["val"], splits["test"]
         if len(self.train_set) == 0:  # type: ignore[arg-type]
             raise ConfigError("data.num_train is 0 (or the train split is empty); nothing to train on")
-        self.val_set = open_split(self.config.data, "val")
         self.loader = train_loader(self.train_set, cfg.batch_size, ctx, seed=cfg.seed, num_workers=cfg.num_workers)
         self.steps = len(self.loader)
         seed_everything(cfg.seed)
@@ -99,6 +117,9 @@ class _Run:
         self.stopped_early = False
         self.baseline: dict[str, Any] = {}
         self.sparsity: dict[str, float] = {}
+        if ctx.is_main:  # last.pt + best.pt + a temporary copy while one is written
+            params = sum(p.numel() * p.element_size() for p in self.model.parameters())
+            check_output_dir(out, need_bytes=3 * params * (3 if self.config.optimizer.name != "proxsgd" else 2))
 
     def _monitor_direction(self) -> tuple[str, bool]:
         monitor = self.config.train.monitor
@@ -136,14 +157,25 @@ class _Run:
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
 
     def execute(self, resume: bool) -> TrainResult:
+        lock = FolderLock(self.out, "another 'mtlexport train'") if self.ctx.is_main else None
+        if lock is not None:
+            lock.acquire()
+        try:
+            if self.ctx.is_main:
+                remove_stale_temps(self.out, RUN_FILES)
+            return self._execute(resume)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _execute(self, resume: bool) -> TrainResult:
         last = self.out / LAST
         ckpt = load_checkpoint(last) if resume and last.is_file() else None
         self._setup_optimizer(ckpt)
         if ckpt is not None:
             self._restore(ckpt)
-        elif last.is_file():
-            raise ConfigError(
-                f"{self.out} already holds a run ({LAST}); pass --resume to continue it or choose another --out")
+        elif last.is_file() and not self.force:
+            raise _already_a_run(self.out)
         else:
             if resume:
                 self.reporter.message(f"nothing to resume in {self.out}; starting a new run")
@@ -160,7 +192,7 @@ class _Run:
     def _start_fresh(self) -> None:
         if self.ctx.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            for name in (METRICS, SPARSITY):
+            for name in (METRICS, SPARSITY, LAST, BEST):  # last.pt / best.pt only reach here with force
                 (self.out / name).unlink(missing_ok=True)
             write_text(self.out / CONFIG, self.config.to_yaml())
         bs = self.config.train.batch_size
@@ -192,10 +224,27 @@ class _Run:
         self.baseline = extra.get("baseline", {})
         self.sparsity = extra.get("sparsity", {})
         if self.ctx.is_main:
-            _truncate_jsonl(self.out / METRICS, self.epoch)
-            _truncate_jsonl(self.out / SPARSITY, self.epoch)
+            self._repair(ckpt)
         restore_rng(extra["rng"])
         self.reporter.message(f"resumed {self.out} after epoch {self.epoch}")
+
+    def _repair(self, ckpt: Checkpoint) -> None:
+        """Make the folder consistent with ``last.pt`` after a kill mid-commit: the log lines of
+        later epochs go, the last epoch's lines come back from the copy ``last.pt`` holds, and a
+        ``best.pt`` that should be this epoch's is rewritten from it."""
+        log = ckpt.extra.get("log") or {}
+        for name, key in ((METRICS, "metrics"), (SPARSITY, "sparsity")):
+            epochs = _truncate_jsonl(self.out / name, self.epoch)
+            record = log.get(key)
+            if record and self.epoch not in epochs and record.get("epoch") == self.epoch:
+                append_jsonl(self.out / name, record)
+                self.reporter.message(f"repaired {name}: restored epoch {self.epoch} from {LAST}")
+        best = self.out / BEST
+        if self.best_epoch == self.epoch and self.epoch > 0:
+            stored = _stored_epoch(best)
+            if stored != self.epoch:
+                save_checkpoint(best, ckpt)
+                self.reporter.message(f"repaired {BEST}: rewrote epoch {self.epoch} from {LAST}")
 
     # ------------------------------------------------------------------ one epoch
     def _train_epoch(self) -> None:
@@ -277,13 +326,15 @@ class _Run:
         self.history.append({"epoch": epoch, "train_loss": train_losses["total"],
                              "monitor": record["monitor"].get(self.monitor), "lr": lr})
         if self.ctx.is_main:
-            ckpt = self._checkpoint(val)
+            # The commit order resume relies on: last.pt (with this epoch's log records), best.pt, logs.
+            log = {"metrics": record, "sparsity": {"epoch": epoch, **sparsity} if sparsity is not None else None}
+            ckpt = self._checkpoint(val, log)
             save_checkpoint(self.out / LAST, ckpt)
             if self.best_epoch == epoch:
                 save_checkpoint(self.out / BEST, ckpt)
             append_jsonl(self.out / METRICS, record)
-            if sparsity is not None:
-                append_jsonl(self.out / SPARSITY, {"epoch": epoch, **sparsity})
+            if log["sparsity"] is not None:
+                append_jsonl(self.out / SPARSITY, log["sparsity"])
         fields: dict[str, Any] = {"loss": train_losses["total"]}
         if val:
             fields[f"val_{self.monitor}"] = self._monitored(val)
@@ -323,7 +374,7 @@ class _Run:
         self.sparsity = {k: v for k, v in full.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         return full
 
-    def _checkpoint(self, metrics: dict[str, dict[str, float]]) -> Checkpoint:
+    def _checkpoint(self, metrics: dict[str, dict[str, float]], log: dict[str, Any] | None = None) -> Checkpoint:
         extra = {
             "loss_weighting": {k: v.detach().cpu() for k, v in self.weighting.state_dict().items()},
             "task_weights": self.weighting.weights(), "global_step": self.global_step,
@@ -332,6 +383,7 @@ class _Run:
             "monitor": self.monitor, "bad_epochs": self.bad_epochs, "stopped_early": self.stopped_early,
             "images": self.images, "train_time_s": self.train_time, "time_s": self.time_s,
             "baseline": self.baseline, "sparsity": self.sparsity, "rng": capture_rng(),
+            "log": _plain_json(log or {}),
         }
         if self.structure is not None:
             extra["group_structure"] = self.structure.to_dict()
@@ -348,7 +400,7 @@ class _Run:
         best = load_checkpoint(self.out / BEST)
         if "test" in best.metrics:
             return best.metrics["test"]
-        test_set = open_split(self.config.data, "test")
+        test_set = self.test_set
         if len(test_set) == 0:  # type: ignore[arg-type]
             return {}
         model = best.build_model().to(self.device)
@@ -367,12 +419,55 @@ class _Run:
         )
 
 
-def _truncate_jsonl(path: Path, max_epoch: int) -> None:
-    """Drop lines of epochs after ``max_epoch`` (written after the checkpoint a run resumes from)."""
+def _truncate_jsonl(path: Path, max_epoch: int) -> set[int]:
+    """Drop lines of epochs after ``max_epoch`` (written after the checkpoint a run resumes from),
+    repeated epochs and a line cut short by a kill; return the epochs kept."""
     import json
 
     if not path.is_file():
-        return
-    keep = [line for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("epoch", 0) <= max_epoch]
+        return set()
+    keep, epochs = [], set()
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        epoch = record.get("epoch", 0) if isinstance(record, dict) else None
+        if isinstance(epoch, int) and epoch <= max_epoch and epoch not in epochs:
+            keep.append(line)
+            epochs.add(epoch)
     write_text(path, "".join(line + "\n" for line in keep))
+    return epochs
+
+
+def _stored_epoch(path: Path) -> int | None:
+    """The epoch of the checkpoint at ``path``; None when it is missing or unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        return load_checkpoint(path).epoch
+    except Exception:  # a damaged file is what the repair replaces
+        return None
+
+
+def _plain_json(obj: Any) -> Any:
+    """``obj`` as data ``torch.load(weights_only=True)`` reads back (non-finite floats as None)."""
+    from mtlexport.io import json_safe
+
+    return json_safe(obj)[0]
+
+
+def _already_a_run(out: Path) -> OutputError:
+    return OutputError(f"{out} already holds a run ({LAST}); pass --resume to continue it, --force to replace it, "
+                       "or choose another --out")
+
+
+def _open_checked(config: TrainConfig, split: str) -> Any:
+    """Open ``split`` and read its first sample, so missing or malformed data fails before training."""
+    try:
+        dataset = open_split(config.data, split)
+    except DataError as exc:
+        raise DataError(f"the {split} split: {exc}") from None
+    if len(dataset) > 0:  # type: ignore[arg-type]
+        dataset[0]
+    return dataset

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from mtlexport.errors import ConfigError
+from mtlexport.errors import ConfigError, OutputError
 from mtlexport.models import create_model
 from mtlexport.reporting import RecordingReporter
 from mtlexport.tasks import build_tasks
@@ -104,7 +104,7 @@ def test_evaluate_checkpoint_with_baselines(run) -> None:
 
 def test_existing_run_needs_resume(run) -> None:
     _, out = run
-    with pytest.raises(ConfigError, match="--resume"):
+    with pytest.raises(OutputError, match="--resume to continue it, --force to replace it"):
         train(config(), out)
     with pytest.raises(ConfigError, match="'model' section differs"):
         train(config(train={"epochs": 4}, data={"num_train": 16}, model={"name": "other"}), out, resume=True)

@@ -8,10 +8,16 @@ from typing import Annotated, Optional
 import typer
 
 from cli._common import CheckpointArg, JsonOpt, RichReporter, emit_json, make_table, stdout
+from mtlexport.errors import ConfigError
 
 HELP = """Remove provably dead channels, verify the slim model is exact, write SLIM.pt.
 
-Refuses to write when any output differs by more than --tol. With --model
+Refuses to write when any output differs by more than --tol. --round-to auto chooses every
+layer's width (between its live channels and its dense width: kept dead channels never change
+the function) by latency measured on --backend at --batch and --threads, from a per-layer
+table cached under $MTLEXPORT_CACHE_DIR/latency (default ~/.cache/mtlexport/latency), then
+measures the whole slim model against every fixed multiple and keeps the fastest fixed one if
+auto is slower. With --model
 package.module:factory, CKPT is a plain state_dict of the model the factory builds; the output
 holds the state_dict plus a widths map: rebuild it with
 mtlexport.surgery.load_slim_state_dict(path), or factory() + apply_widths(model,
@@ -26,25 +32,43 @@ def register(app: typer.Typer) -> None:
 def slim(
     ckpt: CheckpointArg,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output file [default: <ckpt stem>.slim.pt].")] = None,
-    round_to: Annotated[int, typer.Option("--round-to", min=1, help="Keep every width a multiple of N.")] = 1,
+    round_to: Annotated[str, typer.Option("--round-to", help="Keep every width a multiple of N, or 'auto': widths chosen by measured latency on --backend.")] = "1",
     tol: Annotated[float, typer.Option("--tol", min=0.0, help="Largest allowed output error (abs or rel to the output's max).")] = 1e-5,
     fold_constants: Annotated[bool, typer.Option("--fold-constants", help="Also remove channels whose producer filter is zero, folding their constant output into consumers where exact.")] = False,
     input_size: Annotated[Optional[int], typer.Option("--input-size", help="Side of the random verification images [default: data config size, else 64].")] = None,
     float64: Annotated[bool, typer.Option("--float64", help="Verify in float64 (no rounding noise; slow on CPU).")] = False,
     model: Annotated[Optional[str], typer.Option("--model", help="package.module:factory for a plain state_dict checkpoint.")] = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a per-layer channels PNG.")] = None,
+    backend: Annotated[Optional[str], typer.Option("--backend", help="With --round-to auto: ort, torch or inductor [default: ort].")] = None,
+    batch: Annotated[Optional[int], typer.Option("--batch", min=1, help="With --round-to auto: batch size to measure at [default: 1].")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="With --round-to auto: intra-op threads [default: 1].")] = None,
+    duration_s: Annotated[Optional[float], typer.Option("--duration-s", min=0.0, help="With --round-to auto: timed seconds per whole model [default: 2].")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Slim CKPT and report what was removed."""
     from mtlexport.surgery import slim_checkpoint, slim_state_dict
 
+    rounding = _round_to(round_to)
+    given = {k: v for k, v in dict(backend=backend, batch=batch, threads=threads, duration_s=duration_s).items()
+             if v is not None}
+    auto = None
+    if rounding == "auto":
+        from mtlexport.surgery.auto import AutoOptions
+
+        if model:
+            raise ConfigError("--round-to auto needs an mtlexport checkpoint (the bench runners load one); "
+                              "slim a plain state dict with a fixed --round-to N")
+        auto = AutoOptions(**given)
+    elif given:
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise ConfigError(f"{flags} only apply with --round-to auto")
     with RichReporter(enabled=not json_out) as reporter:
-        options = dict(round_to=round_to, tol=tol, fold_constants=fold_constants, input_size=input_size,
+        options = dict(round_to=rounding, tol=tol, fold_constants=fold_constants, input_size=input_size,
                        float64=float64, reporter=reporter)
         if model:
             report = slim_state_dict(ckpt, model, out, **options)
         else:
-            report = slim_checkpoint(ckpt, out, **options)
+            report = slim_checkpoint(ckpt, out, auto=auto, **options)
     if plot is not None:
         from mtlexport.surgery.plot import plot_channels
 
@@ -53,6 +77,18 @@ def slim(
         emit_json(report.to_dict())
         return
     _render(report, plot)
+
+
+def _round_to(text: str) -> int | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"--round-to takes a positive integer or 'auto', got {text!r}")
+    return value
 
 
 def _render(report, plot: Path | None) -> None:  # noqa: ANN001 - SlimReport, imported lazily
@@ -85,6 +121,8 @@ def _render(report, plot: Path | None) -> None:  # noqa: ANN001 - SlimReport, im
         )
         table.columns[-1].justify = "left"
         stdout.print(table)
+    if report.auto is not None:
+        _render_auto(report.auto)
     for text in report.notices:
         stdout.print(f"[dim]{text}[/dim]", highlight=False)
     stdout.print(f"wrote {report.output}" + (f" and {plot}" if plot else ""), highlight=False)
@@ -93,3 +131,29 @@ def _render(report, plot: Path | None) -> None:  # noqa: ANN001 - SlimReport, im
 def ratio(after: int, before: int) -> str:
     """after / before with 3 decimals, or a dash when a count is unknown."""
     return f"{after / before:.3f}" if before > 0 and after >= 0 else "-"
+
+
+def _render_auto(auto) -> None:  # noqa: ANN001 - surgery.auto.AutoReport
+    o = auto.options
+    setting = f"{o.backend}, batch {o.batch}, {o.threads} thread{'s' if o.threads > 1 else ''}"
+    groups = make_table(
+        f"latency-aware widths per group ({setting})",
+        ["group root layer", "dense", "live", auto.best_fixed.replace("round-to", "x"), "auto", "kept", "dead kept"],
+        [[g.root, g.dense, g.live, g.fixed, g.auto, g.width, g.dead_kept] for g in auto.groups],
+    )
+    groups.columns[0].no_wrap = True
+    stdout.print(groups)
+    rows = []
+    for v in auto.variants:
+        name = v.name + (" *" if v.name == auto.chosen else "") + (f" (= {v.same_as})" if v.same_as else "")
+        rows.append([name, v.macs_ratio, v.predicted_ms, v.measured_ms, f"{v.speedup:.2f}x",
+                     None if v.realised is None else f"{v.realised:.1%}"])
+    variants = make_table("whole model (median ms, alternating rounds; * kept)",
+                          ["widths", "MACs ratio", "predicted", "measured", "speedup", "realised"], rows)
+    variants.columns[0].no_wrap = True
+    stdout.print(variants)
+    stdout.print(f"kept {auto.chosen}: {auto.reason}", highlight=False)
+    stdout.print(f"[dim]latency table {auto.table}: {auto.layer_entries} entries used, "
+                 f"{auto.layer_measurements} measured in this run[/dim]", highlight=False)
+    for text in auto.notes:
+        stdout.print(f"[dim]{text}[/dim]", highlight=False)

@@ -30,7 +30,8 @@ from mtlexport.io import atomic_path
 from mtlexport.models.widths import apply_widths, changed_widths, layer_widths
 from mtlexport.reporting import NullReporter, Reporter
 from mtlexport.surgery.report import SlimReport
-from mtlexport.surgery.slim import slim_model
+from mtlexport.surgery.auto import AUTO, AutoOptions, choose_widths
+from mtlexport.surgery.slim import output_layers, slim_model
 from mtlexport.train.checkpoint import Checkpoint, library_versions, load_checkpoint, read_weights_only, save_checkpoint
 
 STATE_FORMAT = "mtlexport.slim_state_dict"
@@ -49,20 +50,25 @@ def slim_checkpoint(
     path: str | Path,
     out: str | Path | None = None,
     *,
-    round_to: int = 1,
+    round_to: int | str = 1,
     tol: float = 1e-5,
     fold_constants: bool = False,
     input_size: int | None = None,
     seed: int = 0,
     float64: bool = False,
+    auto: AutoOptions | None = None,
     reporter: Reporter | None = None,
 ) -> SlimReport:
     """Slim an mtlexport checkpoint and write ``out`` (default ``<stem>.slim.pt``) atomically.
 
     Verifies on random inputs of ``input_size`` (default: the data config's size, else 64) and
     on a batch of the checkpoint's data when it can be built, in float32 (``float64=True`` for
-    rounding-free but slow forwards). Nothing is written on failure.
+    rounding-free but slow forwards). Nothing is written on failure. ``round_to="auto"``
+    chooses every width by measured latency (``auto``: backend, batch, threads; see
+    ``surgery.auto``) and the report's ``auto`` says how.
     """
+    if round_to != AUTO and (isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1):
+        raise ConfigError(f"--round-to takes a positive integer or 'auto', got {round_to!r}")
     reporter = reporter or NullReporter()
     ckpt = load_checkpoint(path)
     model = ckpt.build_model()
@@ -78,10 +84,17 @@ def slim_checkpoint(
         reporter.message(text)
     widths_before = layer_widths(model)
     example = _random(c, (min(size[0], TRACE_SIZE), min(size[1], TRACE_SIZE)), seed + 1)[:1]
-    report = slim_model(model, example, inputs, round_to=round_to, tol=tol, fold_constants=fold_constants,
-                        profile_shape=(c, *size), dtype=_dtype(float64), reporter=reporter)
+    widths, auto_report = None, None
+    if round_to == AUTO:
+        widths, auto_report = choose_widths(path, ckpt, model, example, (c, *size), auto or AutoOptions(),
+                                            protected=output_layers(model), fold_constants=fold_constants,
+                                            reporter=reporter)
+    report = slim_model(model, example, inputs, round_to=1 if widths is not None else round_to, tol=tol,
+                        fold_constants=fold_constants, widths=widths, profile_shape=(c, *size),
+                        dtype=_dtype(float64), reporter=reporter)
     target = Path(out) if out is not None else default_output(path)
-    report = dataclasses.replace(report, notices=tuple(notices), source=str(path), output=str(target))
+    report = dataclasses.replace(report, notices=tuple(notices), source=str(path), output=str(target),
+                                 round_to=round_to, auto=auto_report)
     spec = ckpt.spec.with_widths(changed_widths(widths_before, layer_widths(model)))
     slim = Checkpoint(
         spec=spec, state_dict=model.state_dict(), config=ckpt.config, epoch=ckpt.epoch, metrics=ckpt.metrics,

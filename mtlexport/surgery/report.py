@@ -98,13 +98,14 @@ class SlimReport:
     checks: tuple[OutputCheck, ...]
     tol: float
     dtype: str
-    round_to: int
+    round_to: int | str
     seconds: dict[str, float]
     notices: tuple[str, ...] = ()
     skipped_groups: dict[str, int] = field(default_factory=dict)
     skipped: tuple[GroupSkip, ...] = ()
     source: str = ""
     output: str = ""
+    auto: Any = None  # surgery.auto.AutoReport with --round-to auto (round_to is then "auto")
 
     @property
     def max_rel_error(self) -> float:
@@ -129,6 +130,7 @@ class SlimReport:
                              "max_rel_error": self.max_rel_error, "checks": [c.to_dict() for c in self.checks]},
             "round_to": self.round_to, "seconds": dict(self.seconds), "notices": list(self.notices),
             "layers": [layer.to_dict() for layer in self.layers],
+            "auto": self.auto.to_dict() if self.auto is not None else None,
         }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -42,6 +42,7 @@ def slim_model(
     tol: float = 1e-5,
     fold_constants: bool = False,
     protected: Collection[str] | None = None,
+    widths: Mapping[str, int] | None = None,
     profile_shape: tuple[int, int, int] | None = None,
     dtype: torch.dtype = torch.float32,
     reporter: Reporter | None = None,
@@ -53,7 +54,8 @@ def slim_model(
     compared (errors computed in float64; float64 forwards are exact to ~1e-15 but slow on CPU
     for depthwise and dilated convolutions). Raises VerificationError naming the outputs over ``tol`` (the model is then left
     modified: pass a copy if you need the original). ``protected`` defaults to every layer
-    named ``classifier``.
+    named ``classifier``. ``widths`` (group root layer -> width between its live and dense
+    width, e.g. from ``surgery.auto.choose_widths``) overrides ``round_to`` for those groups.
     """
     if tol < 0:
         raise ConfigError(f"tol must be >= 0, got {tol}")
@@ -88,7 +90,7 @@ def slim_model(
     lap("graph")
     reporter.advance("slim", stage="analyse")
     analyses = [analyse_group(dg, g, fold_constants) for g in groups]
-    plan = plan_removal(analyses, round_to=round_to, protected=protected)
+    plan = plan_removal(analyses, round_to=round_to, protected=protected, widths=widths)
     lap("analyse")
     reporter.advance("slim", stage="remove")
     apply_plan(dg, plan)

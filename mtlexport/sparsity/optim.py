@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -71,6 +71,7 @@ class _Plan:
     frozen_slices: list[Tensor | None]  # per parameter: slice indices of frozen groups
     keep: Tensor | None  # (G,) set ids for the keep-one rule (coupled groups)
     num_sets: int
+    memo: dict = field(default_factory=dict)  # the prox's between-step hints (never affects results)
 
 
 def _layout_of(group: dict[str, Any], params: list[Tensor]) -> tuple[list[int], list[Tensor] | None, int]:
@@ -246,7 +247,7 @@ class _ProxOptimizer(Optimizer, ABC):
                   d.to(dtype=x.dtype, memory_format=torch.contiguous_format) for d, x in zip(denoms, xs)]
         uniform = group.get("prox", "adaptive") == "uniform"
         prox_segments(xs, Ds, tau, plan.seg, uniform=uniform, keep=plan.keep, num_sets=plan.num_sets,
-                      work=self._scratch.get(max(xs, key=lambda t: t.numel())))
+                      work=self._scratch.get(max(xs, key=lambda t: t.numel())), memo=plan.memo)
         for i in copied:
             params[i].copy_(xs[i])
 

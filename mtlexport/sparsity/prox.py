@@ -118,6 +118,7 @@ def prox_segments(
     max_iter: int = 30,
     sync_free: bool | None = None,
     work: Tensor | None = None,
+    memo: dict | None = None,
 ) -> Tensor:
     """In place, replace the groups of ``xs`` (holding ``z``) by the group lasso prox.
 
@@ -128,7 +129,10 @@ def prox_segments(
     (Deleu & Bengio, arXiv 2102.03869). ``uniform`` replaces ``D`` by its per-group mean (a
     closed-form soft-threshold). ``tau`` is float64 (G,); ``inf`` zeroes a group, ``0`` leaves it.
     Ungrouped slices are left as they are. ``keep`` (long (G,), ids of ``num_sets`` channel sets,
-    -1 for none) enables the rescue rule of ``_rescue``. ``xs`` must be contiguous float32/float64 tensors matching ``seg``.
+    -1 for none) enables the rescue rule of ``_rescue``. ``memo`` (a dict the caller keeps
+    between calls on the same groups) remembers when the cheap interval bound did not settle the
+    groups, and then skips its extra pass for a few calls (the result is the same). ``xs`` must
+    be contiguous float32/float64 tensors matching ``seg``.
     Returns the (G,) boolean mask of the groups that are now zero.
     """
     if sync_free is None:
@@ -174,19 +178,26 @@ def prox_segments(
     # An error de in theta moves x_i by |z_i| c_i theta / (theta + c_i)^2 * de / theta (c_i = tau / D_i),
     # so ||dx|| / ||x|| <= de / theta * q with q = c_max / (theta + c_max): the criterion in x.
     d_min = -seg.reduce_max([-_slice_amin(D3) for D3 in dviews])
-    d_max = seg.reduce_max([_slice_amax(D3) for D3 in dviews])
     c_max = tau / d_min.clamp_min(_TINY)
     eps = torch.finfo(cdt).eps
-    # Without evaluating s: the root lies in [max(||z|| - c_max, (||D z|| - tau) / max(D)), theta0]
-    # (s(theta) >= ||z||^2 / (theta + c_max)^2 and >= ||D z||^2 / (max(D) theta + tau)^2). When
-    # that interval is already tight enough (small shrinkage: most groups in training), theta0 is used.
-    lower = _lower_bound(z_norm - c_max, a_norm, tau, d_max)
-    q0 = c_max / (lower.clamp_min(0.0) + c_max).clamp_min(_TINY)
-    noise0 = 4 * eps * z_norm / theta0.clamp_min(_TINY)
-    by_range = (lower > 0) & (((theta0 - lower) / lower.clamp_min(_TINY) + noise0) * q0 <= tol)
+    use_range = sync_free or memo is None or memo.get("skip", 0) <= 0
+    lower = z_norm - c_max
+    todo = shrink
+    if use_range:
+        # Without evaluating s: the root lies in [max(||z|| - c_max, (||D z|| - tau) / max(D)), theta0]
+        # (s(theta) >= ||z||^2 / (theta + c_max)^2 and >= ||D z||^2 / (max(D) theta + tau)^2). When
+        # that interval is already tight enough (small shrinkage: most groups in training), theta0 is used.
+        lower = _lower_bound(lower, a_norm, tau, seg.reduce_max([_slice_amax(D3) for D3 in dviews]))
+        q0 = c_max / (lower.clamp_min(0.0) + c_max).clamp_min(_TINY)
+        noise0 = 4 * eps * z_norm / theta0.clamp_min(_TINY)
+        by_range = (lower > 0) & (((theta0 - lower) / lower.clamp_min(_TINY) + noise0) * q0 <= tol)
+        todo = shrink & ~by_range
     theta = theta0
-    todo = shrink & ~by_range
-    compact = not sync_free and bool(todo.any()) and _share(seg, todo) <= _COMPACT_SHARE
+    pending = not sync_free and bool(todo.any())
+    compact = use_range and pending and _share(seg, todo) <= _COMPACT_SHARE
+    if memo is not None and not sync_free:
+        # When the bound leaves too much for Newton, skip its pass for the next calls.
+        memo["skip"] = (0 if compact or not pending else 8) if use_range else memo["skip"] - 1
     if compact:
         # Few groups left: Newton on a compact copy of just those, from a lower bound.
         theta = _newton_compact(views, dviews, seg, tau, theta0, lower, theta, q0, todo, max_iter, 0.01 * tol)
@@ -200,7 +211,7 @@ def prox_segments(
         certified = (theta1 > 0) & (rel < 0.5) & ((rel + noise) * q <= tol)
         theta = torch.where(todo, theta1, theta0)
         todo = todo & ~certified & ~torch.isnan(theta1)
-        lower = torch.maximum(theta1, lower)
+        lower = torch.maximum(theta1, lower).clamp_min(0.0)
         if sync_free:
             theta = _newton_masked(views, dviews, seg, tau, theta0, lower, theta, q, todo, max_iter,
                                    0.01 * tol)

@@ -15,7 +15,9 @@ Adding the penalty and completing the square gives the proximal step in the same
     x = argmin_x 1/(2 lr) * sum_i D_i (x_i - z_i)^2 + lam * sqrt(n_g) * ||x||
       = argmin_x 0.5 * sum_i D_i (x_i - z_i)^2 + tau * ||x||,   tau = lr * lam * sqrt(n_g),
 
-so ``D`` is exactly AdamW's denominator and ``tau`` uses the base ``lr``. The reference uses
+so ``D`` is exactly AdamW's denominator and ``tau`` uses the learning rate of the step taken,
+i.e. the *scheduled* ``lr`` of the param group at that step (the reference code also used the
+scheduler's current value). The reference uses
 ``D_ref = sqrt(v) + eps`` (no bias correction of ``v``) with the same ``tau``, while its own step
 ``lr*sqrt(1-b2^t)/(1-b1^t) * m / D_ref`` corresponds to the metric ``D_ref / sqrt(1 - b2^t)``:
 its prox over-thresholds by ``1/sqrt(1 - b2^t)`` early on (x31.6 at t=1, x3.2 at t=100,
@@ -24,8 +26,15 @@ makes ``lam = 0`` reproduce ``torch.optim.AdamW`` exactly (same eps semantics, d
 the reference used 1e-6).
 
 Other departures from the reference: the penalty is not also added to the loss (it was counted
-twice there), and the optimizer is built once, so Adam's moments persist across epochs (the
-reference rebuilt it every epoch, resetting them).
+twice there); the optimizer is built once, so Adam's moments persist across epochs (the
+reference rebuilt it every epoch, resetting them); AdamW's decoupled weight decay also acts on
+the grouped weights, before the step and the prox (``z`` is taken after the decay).
+
+Groups may span several tensors (``layout: "segments"``, from a ``GroupStructure``: coupled
+groups), and ``freeze_zero_groups`` keeps the groups that are zero at that moment exactly zero
+from then on (no gradient, zeroed moments). With ``lam > 0`` on float32 CPU parameters, AdamW's
+arithmetic runs in torch's fused CPU kernel; ``lam = 0`` keeps the foreach path, bit-identical
+to ``torch.optim.AdamW(foreach=True)``.
 """
 
 from __future__ import annotations

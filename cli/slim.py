@@ -43,14 +43,16 @@ def slim(
     batch: Annotated[Optional[int], typer.Option("--batch", min=1, help="With --round-to auto: batch size to measure at [default: 1].")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="With --round-to auto: intra-op threads [default: 1].")] = None,
     duration_s: Annotated[Optional[float], typer.Option("--duration-s", min=0.0, help="With --round-to auto: timed seconds per whole model [default: 2].")] = None,
+    warmup_ms: Annotated[Optional[float], typer.Option("--warmup-ms", min=0.0, help="With --round-to auto: untimed warm-up per whole model [default: 200].")] = None,
+    layer_ms: Annotated[Optional[float], typer.Option("--layer-ms", min=0.001, help="With --round-to auto: timed ms per new latency-table entry [default: 20].")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Slim CKPT and report what was removed."""
     from mtlexport.surgery import slim_checkpoint, slim_state_dict
 
     rounding = _round_to(round_to)
-    given = {k: v for k, v in dict(backend=backend, batch=batch, threads=threads, duration_s=duration_s).items()
-             if v is not None}
+    given = {k: v for k, v in dict(backend=backend, batch=batch, threads=threads, duration_s=duration_s,
+                                   warmup_ms=warmup_ms, layer_ms=layer_ms).items() if v is not None}
     auto = None
     if rounding == "auto":
         from mtlexport.surgery.auto import AutoOptions

@@ -82,3 +82,54 @@ def test_missing_checkpoint_is_one_line_error(tmp_path: Path, capsys: pytest.Cap
     rc = main(["slim", str(tmp_path / "nope.pt")])
     err = capsys.readouterr().err
     assert rc != 0 and err.startswith("error:") and len(err.strip().splitlines()) == 1
+
+
+AUTO_FAST = ["--round-to", "auto", "--duration-s", "0", "--warmup-ms", "0", "--layer-ms", "0.3", "--input-size", "32"]
+
+
+def test_slim_round_to_auto_json_and_table(ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("MTLEXPORT_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "auto.pt"
+    rc = main(["slim", str(ckpt), "--out", str(out), *AUTO_FAST, "--backend", "torch", "--json"])
+    payload = json.loads(capsys.readouterr().out)
+    auto = payload["auto"]
+    assert rc == 0 and out.is_file() and payload["verification"]["passed"] and payload["round_to"] == "auto"
+    assert auto["options"]["backend"] == "torch" and auto["options"]["batch"] == 1 and auto["options"]["threads"] == 1
+    assert Path(auto["table"]).is_relative_to(tmp_path / "cache" / "latency")
+    for g in auto["groups"]:
+        assert g["live"] <= g["width"] <= g["dense"] and g["dead_kept"] == g["width"] - g["live"]
+    variants = {v["name"]: v for v in auto["variants"]}
+    assert {"dense", "round-to 1", "auto", auto["best_fixed"]} <= set(variants)
+    assert all(v["realised"] is None or v["realised"] > 0 for v in variants.values())
+
+    rc = main(["slim", str(ckpt), "--out", str(out), *AUTO_FAST, "--backend", "torch", "--batch", "2"])
+    text = capsys.readouterr().out
+    assert rc == 0 and "latency-aware widths per group (torch, batch 2, 1 thread)" in text
+    assert "whole model" in text and "round-to 1" in text and "kept " in text and "entries used" in text
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--backend", "torch"], "--backend only apply with --round-to auto"),
+    (["--round-to", "eight"], "--round-to takes a positive integer or 'auto'"),
+    (["--round-to", "auto", "--backend", "trt"], "--round-to auto measures on ort, torch, inductor"),
+    (["--round-to", "auto", "--model", "tiny_factory:build"], "needs an mtlexport checkpoint"),
+])
+def test_slim_option_errors_are_one_line(ckpt: Path, args: list[str], message: str,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["slim", str(ckpt), *args])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_slim_auto_without_onnxruntime_is_one_line_error(ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # the import fails at the boundary
+    monkeypatch.setenv("MTLEXPORT_CACHE_DIR", str(tmp_path))
+    rc = main(["slim", str(ckpt), "--out", str(tmp_path / "x.pt"), *AUTO_FAST, "--backend", "ort"])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert rc == 3 and len(errors) == 1 and "onnxruntime is not installed" in errors[0]
+    assert not (tmp_path / "x.pt").exists()

@@ -7,14 +7,14 @@ from typing import Annotated, Any
 
 import typer
 
-from cli._common import JsonOpt, RichReporter, emit_json, make_table, stdout
+from cli._common import ForceOpt, JsonOpt, RichReporter, emit_json, interrupt_note, make_table, stdout
 from mtlexport.demo import DEFAULT_LAMBDA, DemoOptions
 
 HELP = """Train a dense and a group-sparse model, slim, export and benchmark them: one table.
 
-On the bundled quick configuration (sample_models/quick.yaml) this takes about 10 minutes on 2 CPU cores; --skip-train reuses the sample checkpoints beside the config (<stem>_dense.pt and <stem>_sparse.pt) and takes about a minute.
+On the bundled quick configuration (quick.yaml, installed with the package) this takes about 4 minutes on 2 CPU cores; --skip-train reuses the sample checkpoints beside the config (<stem>_dense.pt and <stem>_sparse.pt) and takes under a minute.
 
-Writes OUT/summary.md (the table), OUT/summary.json, plots, both training runs, slim.pt and the two ONNX export folders."""
+Writes OUT/summary.md (the table), OUT/summary.json, plots, both training runs, slim.pt and the two ONNX export folders. A non-empty OUT is refused unless --force."""
 
 
 def register(app: typer.Typer) -> None:
@@ -23,21 +23,24 @@ def register(app: typer.Typer) -> None:
 
 
 def demo(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (must be new or empty).")] = Path("demo_out"),
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR",
+                                      help="Output folder (new or empty, unless --force).")] = Path("demo_out"),
     skip_train: Annotated[bool, typer.Option("--skip-train", help="Reuse the sample checkpoints instead of training.")] = False,
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="Training config.",
-                                                show_default="sample_models/quick.yaml")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", metavar="FILE", help="Training config.",
+                                                show_default="the bundled quick.yaml")] = None,
     lam: Annotated[float | None, typer.Option("--lambda", help="Group-lasso strength of the sparse run.",
                                               show_default=str(DEFAULT_LAMBDA))] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Epochs per training run.",
                                             show_default="the config's")] = None,
     round_to: Annotated[int | None, typer.Option("--round-to", min=1, help="Keep every slimmed width a multiple of N.",
                                                  show_default=str(DemoOptions.round_to))] = None,
-    bench_seconds: Annotated[float | None, typer.Option("--bench-seconds", help="Timed seconds per model, backend "
+    bench_seconds: Annotated[float | None, typer.Option("--bench-seconds", "--duration-s",
+                                                        help="Timed seconds per model, backend "
                                                         "and batch size.",
                                                         show_default=str(DemoOptions.bench_seconds))] = None,
     threads: Annotated[int | None, typer.Option("--threads", min=1, help="CPU threads of the benchmarks.",
                                                 show_default=str(DemoOptions.threads))] = None,
+    force: ForceOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Run the whole pipeline on a small config and print the dense vs slim comparison."""
@@ -49,7 +52,8 @@ def demo(
         raise ConfigError("--lambda and --epochs apply to training; drop them or drop --skip-train")
     given = {"config": config, "lam": lam, "epochs": epochs, "bench_seconds": bench_seconds, "threads": threads,
              "round_to": round_to}
-    options = DemoOptions(skip_train=skip_train, **{k: v for k, v in given.items() if v is not None})
+    options = DemoOptions(skip_train=skip_train, force=force, **{k: v for k, v in given.items() if v is not None})
+    interrupt_note.set(lambda: f"kept the finished stages in {out}; rerun with --force to start over")
     with RichReporter() as reporter:
         result = run_demo(out, options, reporter=reporter)
     if json_out:
@@ -70,8 +74,9 @@ def _render(result: Any) -> None:  # DemoResult, imported lazily
     stdout.print(table)
     for c in result.comparisons():
         if c.macs_ratio:
-            stdout.print(f"{c.backend} b{c.batch}: speedup {c.speedup:.2f}x (best case {c.speedup_min:.2f}x), "
-                         f"MACs ratio {c.macs_ratio:.2f}x: {c.realised:.0%} realised", highlight=False)
+            stdout.print(f"{c.backend} b{c.batch}: speedup {c.speedup:.2f}x (median latencies; "
+                         f"{c.speedup_min:.2f}x of minimum latencies), MACs ratio {c.macs_ratio:.2f}x: "
+                         f"{c.realised:.0%} realised", highlight=False)
     for text in result.notices:
         stdout.print(f"[dim]{text}[/dim]", highlight=False)
     load = ", ".join(f"{x:.1f}" for x in result.load_average)

@@ -10,7 +10,7 @@ from cli._common import CheckpointArg, JsonOpt, RichReporter, emit_json, make_ta
 
 SplitOpt = Annotated[str, typer.Option("--split", help="Split to evaluate: train, val or test.")]
 DataOpt = Annotated[list[str] | None, typer.Option(
-    "--data", help="Override a data config field: KEY=VALUE (value parsed as YAML). Repeatable.")]
+    "--data", metavar="KEY=VALUE", help="Override a data config field: KEY=VALUE (value parsed as YAML). Repeatable.")]
 BatchOpt = Annotated[int | None, typer.Option("--batch-size", min=1, help="Batch size (default: the training one).")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 
@@ -71,5 +71,20 @@ def register(app: typer.Typer) -> None:
                 rows.append([f"{task}.{name}", value, b, better])
         stdout.print(make_table(f"{result.split} split, {result.num_samples} samples ({result.device})",
                                 ["metric", "model", "baseline", "beats baseline"], rows))
-        if result.delta_vs_baseline:
-            stdout.print(f"Delta vs baseline: {result.delta_vs_baseline.get('overall', 0.0):+.1f}%")
+        line = headline(result.delta_vs_baseline)
+        if line:
+            stdout.print(line, highlight=False)
+
+
+def headline(delta: dict[str, float]) -> str:
+    """Delta vs the trivial baseline per task, then the mean; a task that loses to the baseline
+    is named first, so the mean never hides it."""
+    tasks = {k: v for k, v in delta.items() if k != "overall"}
+    if not tasks:
+        return ""
+    per_task = ", ".join(f"{k} {v:+.1f}%" for k, v in tasks.items())
+    text = f"Delta vs baseline: {per_task}; mean {delta.get('overall', 0.0):+.1f}%"
+    worse = [k for k, v in tasks.items() if v < 0]
+    if worse:
+        text = f"WORSE than the trivial baseline on {', '.join(worse)}. " + text
+    return text

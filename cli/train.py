@@ -7,13 +7,15 @@ from typing import Annotated, Any
 
 import typer
 
-from cli._common import JsonOpt, OutDirOpt, RichReporter, emit_json, make_table, stdout
+from cli._common import ForceOpt, JsonOpt, OutDirOpt, RichReporter, emit_json, interrupt_note, make_table, stdout
 
-ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Training config (YAML).", show_default=False)]
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Training config (YAML).", metavar="FILE",
+                                         show_default=False)]
 SetOpt = Annotated[list[str] | None, typer.Option(
-    "--set", help="Override a config value: section.key=value (value parsed as YAML). Repeatable.")]
+    "--set", metavar="KEY=VALUE", help="Override a config value: section.key=value (value parsed as YAML). Repeatable.")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.")]
-TrialsOpt = Annotated[int, typer.Option("--trials", min=1, help="Repeat with seeds seed..seed+N-1 into OUT/trial_k.")]
+TrialsOpt = Annotated[int, typer.Option("--trials", min=1, metavar="N",
+                                        help="Repeat with seeds seed..seed+N-1 into OUT/trial_k.")]
 
 
 def register(app: typer.Typer) -> None:
@@ -25,24 +27,43 @@ def register(app: typer.Typer) -> None:
         out: OutDirOpt,
         set_: SetOpt = None,
         resume: ResumeOpt = False,
+        force: ForceOpt = False,
         trials: TrialsOpt = 1,
         json: JsonOpt = False,
     ) -> None:
-        """Train a multi-task model; writes last.pt, best.pt, metrics.jsonl and sparsity.jsonl."""
+        """Train a multi-task model; writes last.pt, best.pt, metrics.jsonl and sparsity.jsonl.
+
+        An existing run in --out is refused unless --resume (continue it) or --force (replace it)."""
         from mtlexport.train import TrainConfig, train, train_trials
 
         cfg = TrainConfig.from_file(config, set_ or ())
+        interrupt_note.set(lambda: kept_runs(out))
         with RichReporter() as reporter:
             if trials > 1:
-                result: Any = train_trials(cfg, out, trials, resume=resume, reporter=reporter)
+                result: Any = train_trials(cfg, out, trials, resume=resume, force=force, reporter=reporter)
             else:
-                result = train(cfg, out, resume=resume, reporter=reporter)
+                result = train(cfg, out, resume=resume, force=force, reporter=reporter)
         if json:
             emit_json(result.to_dict())
         elif trials > 1:
             render_trials(result)
         else:
             render_train(result)
+
+
+def kept_runs(out: Path) -> str:
+    """What an interrupted ``train`` left in ``out`` (and its trial folders), for one line."""
+    from mtlexport.train.checkpoint import read_weights_only
+
+    kept = []
+    for run in [out, *sorted(out.glob("trial_*"))]:
+        last = run / "last.pt"
+        if last.is_file():
+            epoch = read_weights_only(last).get("epoch")
+            kept.append(f"{last} (epoch {epoch})")
+    if not kept:
+        return f"no epoch had finished; nothing to resume in {out}"
+    return "kept " + ", ".join(kept) + "; continue with the same command plus --resume"
 
 
 def render_train(result: Any) -> None:

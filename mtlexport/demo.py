@@ -12,11 +12,14 @@ returns a ``DemoResult``; nothing here re-implements a stage. Folder written::
     latency.png, channels.png     latency / throughput per batch, channels per layer
 
 Sample checkpoints are looked up beside the config: ``<stem>_dense.pt`` and
-``<stem>_sparse.pt`` (``sample_models/quick_dense.pt`` for ``sample_models/quick.yaml``).
+``<stem>_sparse.pt`` (``quick_dense.pt`` for ``quick.yaml``). The bundled ones are package data
+(``mtlexport.sample_models``, the checkout's ``sample_models/`` folder), so an installed wheel
+runs the demo too.
 """
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 import shutil
 import time
@@ -26,8 +29,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mtlexport.errors import CheckpointError, ConfigError
-from mtlexport.io import write_json, write_text
+from mtlexport.errors import CheckpointError, ConfigError, OutputError
+from mtlexport.io import check_output_dir, write_json, write_text
 from mtlexport.reporting import NullReporter, Reporter
 
 if TYPE_CHECKING:
@@ -36,8 +39,7 @@ if TYPE_CHECKING:
     from mtlexport.surgery import SlimReport
     from mtlexport.train import EvalResult, TrainConfig, TrainResult
 
-SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_models"
-QUICK_CONFIG = SAMPLE_DIR / "quick.yaml"
+QUICK = "quick.yaml"
 DEFAULT_LAMBDA = 6e-3
 MODELS = ("dense", "sparse", "slim")
 
@@ -46,7 +48,7 @@ MODELS = ("dense", "sparse", "slim")
 class DemoOptions:
     """What the demo trains and how it measures; validated on construction.
 
-    ``config`` None is ``sample_models/quick.yaml``. ``epochs`` None keeps the config's
+    ``config`` None is the bundled ``quick.yaml`` (``sample_dir()``). ``epochs`` None keeps the config's
     ``train.epochs`` (8 for the quick config: the sample checkpoints' recipe), a number replaces
     it for both runs; ``lam`` is the group-lasso
     strength of the sparse run. ``round_to`` keeps slimmed widths multiples of 8: ONNX
@@ -60,6 +62,7 @@ class DemoOptions:
 
     config: Path | None = None
     skip_train: bool = False
+    force: bool = False
     epochs: int | None = None
     lam: float = DEFAULT_LAMBDA
     round_to: int = 8
@@ -91,7 +94,7 @@ class DemoOptions:
 
     @property
     def config_path(self) -> Path:
-        return Path(self.config) if self.config is not None else QUICK_CONFIG
+        return Path(self.config) if self.config is not None else sample_dir() / QUICK
 
     def sample_checkpoints(self) -> dict[str, Path]:
         """``{"dense": <dir>/<stem>_dense.pt, "sparse": <dir>/<stem>_sparse.pt}`` beside the config."""
@@ -113,7 +116,8 @@ class DemoOptions:
                              threads=self.threads)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"config": str(self.config_path), "skip_train": self.skip_train, "epochs": self.epochs,
+        return {"config": str(self.config_path), "skip_train": self.skip_train, "force": self.force,
+                "epochs": self.epochs,
                 "lambda": self.lam, "round_to": self.round_to, "exporter": self.exporter,
                 "backends": list(self.backends), "batches": list(self.batches), "bench_seconds": self.bench_seconds,
                 "threads": self.threads}
@@ -156,6 +160,22 @@ class DemoResult:
         }
 
 
+def sample_dir() -> Path:
+    """The folder of the bundled sample configs and checkpoints: the ``mtlexport.sample_models``
+    package data of an installed wheel, else the checkout's ``sample_models/`` folder."""
+    try:
+        path = Path(str(importlib.resources.files("mtlexport.sample_models")))
+        if (path / QUICK).is_file():
+            return path
+    except ModuleNotFoundError:
+        pass
+    checkout = Path(__file__).resolve().parents[1] / "sample_models"
+    if (checkout / QUICK).is_file():
+        return checkout
+    raise ConfigError(f"the bundled sample models ({QUICK} and its checkpoints) are not installed; "
+                      "reinstall mtlexport or pass --config FILE.yaml")
+
+
 class _Stages:
     """Times each stage and reports it: a ``demo`` progress task plus one line per stage."""
 
@@ -189,7 +209,7 @@ def run_demo(out_dir: str | Path, options: DemoOptions | None = None, *,
     options = options or DemoOptions()
     reporter = reporter or NullReporter()
     out = Path(out_dir)
-    _check_out_dir(out)
+    _check_out_dir(out, options.force)
     configs = _configs(options) if not options.skip_train else {}
     samples = _check_samples(options) if options.skip_train else {}
     export_options, settings = options.export_options(), options.bench_settings()
@@ -213,7 +233,7 @@ def run_demo(out_dir: str | Path, options: DemoOptions | None = None, *,
 
             for kind, cfg in configs.items():
                 with stage(f"train {kind}"):
-                    train[kind] = train_run(cfg, out / kind, reporter=reporter)
+                    train[kind] = train_run(cfg, out / kind, force=options.force, reporter=reporter)
                     ckpts[kind] = Path(train[kind].last_checkpoint)
 
         with stage("slim"):
@@ -257,11 +277,11 @@ def run_demo(out_dir: str | Path, options: DemoOptions | None = None, *,
 
 
 # ------------------------------------------------------------------ checks before any work
-def _check_out_dir(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file; give a folder")
-    if out.is_dir() and any(out.iterdir()):
-        raise ConfigError(f"--out {out} is not empty; choose a new folder or delete it")
+def _check_out_dir(out: Path, force: bool) -> None:
+    check_output_dir(out)
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise OutputError(f"--out {out} is not empty; pass --force to replace the demo's files there, "
+                          "or choose a new folder")
 
 
 def _configs(options: DemoOptions) -> dict[str, TrainConfig]:
@@ -305,12 +325,18 @@ def _notices(slim: SlimReport) -> tuple[str, ...]:
 
 
 def _write_plots(out: Path, result: DemoResult) -> dict[str, Path]:
+    """latency.png, and channels.png: the figure ``mtlexport plot`` draws for the sparse checkpoint
+    (input channels per convolution, all vs non-zero, layer names on the axis)."""
     from mtlexport.bench import BenchReport, plot_report
-    from mtlexport.surgery.plot import plot_channels
+    from mtlexport.sparsity.plots import channel_report, plot_channels
 
     merged = BenchReport(results=tuple(r for report in result.bench.values() for r in report.results))
+    sparse = result.checkpoints["sparse"]
+    report = channel_report(sparse)
+    title = (f"sparse model: {report.group_sparsity:.1f}% zero groups, {report.param_sparsity:.1f}% zero parameters; "
+             f"slim removes {result.slim.removed} channels")
     return {"latency.png": plot_report(out / "latency.png", merged),
-            "channels.png": plot_channels(result.slim, out / "channels.png")}
+            "channels.png": plot_channels(report, out / "channels.png", title=title)}
 
 
 # ------------------------------------------------------------------ the comparison table
@@ -373,8 +399,9 @@ def summary_markdown(result: DemoResult) -> str:
     ]
     for c in result.comparisons():
         if c.macs_ratio:
-            lines.append(f"- {c.backend} batch {c.batch}: speedup {c.speedup:.2f}x (best case {c.speedup_min:.2f}x) "
-                         f"for a MACs ratio of {c.macs_ratio:.2f}x: {c.realised:.0%} of it realised")
+            lines.append(f"- {c.backend} batch {c.batch}: speedup {c.speedup:.2f}x of median latencies "
+                         f"({c.speedup_min:.2f}x of minimum latencies) for a MACs ratio of {c.macs_ratio:.2f}x: "
+                         f"{c.realised:.0%} of it realised")
     verification = "passed" if result.slim.passed else "FAILED"
     lines += [f"- slim verification {verification}: max relative output error {result.slim.max_rel_error:.2e} "
               f"(tolerance {result.slim.tol:g}, {result.slim.dtype})", ""]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import json
 import math
 import os
@@ -182,6 +183,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     done = False
+    failure: OutputError | None = None
     try:
         try:
             yield tmp_path
@@ -190,9 +192,15 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.replace(tmp_path, target)
             done = True
         except (OSError, RuntimeError) as exc:
-            if _is_write_failure(exc, (tmp_path, target)):
-                raise _write_failure(exc, target) from None
-            raise
+            if not _is_write_failure(exc, (tmp_path, target)):
+                raise
+            failure = _write_failure(exc, target)
+        # Raised outside the handler, unchained, after a collection: torch's writer sits in a
+        # reference cycle of the failed frames and holds the half-written file (and its disk
+        # space) open until it is collected.
+        if failure is not None:
+            gc.collect()
+            raise failure
     finally:
         if tmp_path.exists():
             with contextlib.suppress(OSError):
@@ -291,6 +299,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         _remove_dirs(created)
         raise output_error(exc, target) from None
     done = False
+    failure: OutputError | None = None
     try:
         try:
             yield staging
@@ -307,8 +316,11 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             if _is_write_failure(exc, (staging, target)) or (
                     isinstance(exc, OSError) and exc.filename and str(exc.filename).startswith(str(staging))
                     and exc.errno in _FIXES):
-                raise _write_failure(exc, target) from None
-            raise
+                failure = _write_failure(exc, target)
+            else:
+                raise
+        if failure is not None:
+            raise failure
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

@@ -4,6 +4,9 @@ Layout under ``root``: ``CelebA-HQ-img/{n}.jpg``, ``CelebA-HQ-segmask/{n:05d}_ma
 0 background, 1 hair, 2 skin) and ``CelebAMask-HQ-attribute-anno.txt`` (image count, a line of
 40 attribute names, then ``{n}.jpg`` and 40 values in {-1, 1} per line).
 
+Masks may have another resolution than their images (512 vs 1024 in the real data) but not
+another aspect ratio (refused with a DataError).
+
 Splits: ``splits/{train,val,test}.txt`` (image numbers or names, one per line) when that file
 exists; otherwise the annotated images sorted by number are split 80 / 10 / 10 %: the first
 ``floor(0.8 n)`` are train, the next ``floor(0.1 n)`` val and the rest test.
@@ -22,6 +25,7 @@ from mtlexport.data.base import MultiTaskDataset, make_info, resolve_attributes,
 from mtlexport.data.config import DataConfig
 from mtlexport.data.labels import CELEBA_CLASSES, CELEBA_DEFAULT_ATTRIBUTES, check_split
 from mtlexport.data.readers import (
+    check_target_size,
     read_lines,
     read_npy,
     read_numbered_lines,
@@ -145,8 +149,10 @@ class CelebAMaskHQ(MultiTaskDataset):
         mask = read_npy(mask_path, "HxW mask (0 background, 1 hair, 2 skin)", (2,))
         if not np.isin(mask, np.arange(len(CELEBA_CLASSES))).all():
             raise DataError(f"mask {mask_path} holds values outside 0 (background), 1 (hair), 2 (skin)")
+        image = read_rgb(img_path)
+        check_target_size(mask.shape, tuple(image.shape[-2:]), mask_path, img_path)  # other resolutions are normal
         out = {
-            "image": normalize_image(resize_image(read_rgb(img_path), size)),
+            "image": normalize_image(resize_image(image, size)),
             "segmentation": resize_segmentation(torch.from_numpy(mask.astype(np.int64)), size),
         }
         for col, name in enumerate(self.attribute_names):

@@ -3,11 +3,14 @@
 Layout under ``root``: ``images/{id}.jpg``, ``segmentation/{id}.png`` (uint8, 0 = void,
 1..40 = classes), ``depth/{id}.npy`` (HxW float, metres, <= 0 or non-finite = invalid),
 ``normals/{id}.npy`` (HxWx3 in [-1, 1], zero = invalid) and ``gt_sets/{split}.txt``.
-Everything is resized to the configured size (see ``mtlexport.data.transforms``).
+Everything is resized to the configured size (see ``mtlexport.data.transforms``). Labels must
+have their image's size: another aspect ratio is refused (DataError), another resolution is
+resized with one warning per split.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ from mtlexport.data.base import DENSE_KEYS, MultiTaskDataset, make_info, set_inf
 from mtlexport.data.config import DataConfig
 from mtlexport.data.labels import IGNORE_INDEX, NYUV2_CLASSES, check_split
 from mtlexport.data.readers import (
+    check_target_size,
     read_label_png,
     read_lines,
     read_npy,
@@ -28,7 +32,7 @@ from mtlexport.data.readers import (
     require_root,
 )
 from mtlexport.data.transforms import normalize_image, resize_depth, resize_image, resize_normals, resize_segmentation
-from mtlexport.errors import ConfigError, DataError
+from mtlexport.errors import ConfigError, DataError, MtlexportWarning
 
 _FIX = "restore it, or remove its id from the gt_sets split file"
 _LAYOUT = "images/, segmentation/, depth/, normals/ and gt_sets/"
@@ -51,6 +55,7 @@ class NYUv2(MultiTaskDataset):
         if not self.ids:
             raise DataError(f"split file {split_file} lists no ids; add one id per line")
         require_files([p for i in self.ids for p in self._paths(i)], _FIX)
+        self._warned = False
 
     def _paths(self, sample_id: str) -> tuple[Path, Path, Path, Path]:
         r = self.root
@@ -89,6 +94,14 @@ class NYUv2(MultiTaskDataset):
                 raise DataError(f"array {depth_path} has shape {depth.shape}; expected HxW depth")
             depth = depth[..., 0]
         normals = read_npy(normals_path, "HxWx3 normals", (3,), channels=3)
+        hw = tuple(image.shape[-2:])
+        resized = [p.name for p, shape in ((seg_path, seg.shape), (depth_path, depth.shape),
+                                           (normals_path, normals.shape)) if check_target_size(shape, hw, p, img_path)]
+        if resized and not self._warned:
+            self._warned = True
+            warnings.warn(MtlexportWarning(
+                f"nyuv2 {self.split}: {resized[0]} is not the size of its image {img_path.name} "
+                f"({hw[0]}x{hw[1]}); labels of another resolution are resized (warned once per split)"), stacklevel=2)
         return {
             "image": normalize_image(resize_image(image, size)),
             "segmentation": resize_segmentation(labels, size),

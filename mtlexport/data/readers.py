@@ -39,6 +39,18 @@ def require_files(paths: list[Path], fix: str) -> None:
         raise DataError(f"missing file {missing[0]}{more}; {fix}")
 
 
+def check_target_size(target: tuple[int, ...], image: tuple[int, ...], path: Path, image_path: Path) -> bool:
+    """Refuse a label whose shape cannot belong to its image (another aspect ratio, by more than
+    2% or one pixel); return True when it only has another resolution (it is then resized)."""
+    (th, tw), (ih, iw) = tuple(target[:2]), tuple(image[:2])
+    if (th, tw) == (ih, iw):
+        return False
+    if abs(th * iw - tw * ih) > max(0.02 * ih * iw, th + tw):
+        raise DataError(f"{path} is {th}x{tw} but its image {image_path.name} is {ih}x{iw} (another aspect "
+                        "ratio): the label does not belong to that image; replace it or remove the id")
+    return True
+
+
 def read_numbered_lines(path: Path) -> list[tuple[int, str]]:
     """Non-empty, stripped lines of a text file with their 1-based line numbers."""
     try:

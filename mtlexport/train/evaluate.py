@@ -93,6 +93,7 @@ def evaluate_checkpoint(
 
     reporter = reporter or NullReporter()
     ckpt = load_checkpoint(path)
+    model = ckpt.build_model()  # before any data work: mismatched or non-finite weights fail at once
     data_cfg = DataConfig.from_dict({**(ckpt.config.get("data") or {}), **dict(data_overrides or {})})
     dev = device_for(DistContext(), device)
     bs = batch_size or int((ckpt.config.get("train") or {}).get("batch_size", 16))
@@ -107,7 +108,7 @@ def evaluate_checkpoint(
     for name in sorted(set(all_tasks) - set(tasks)):
         reporter.message(f"task {name!r} skipped: the {split} split has no labels for it")
     start = time.perf_counter()
-    model = ckpt.build_model().to(dev)
+    model = model.to(dev)
     metrics = evaluate(model, tasks, eval_loader(dataset, bs), dev)
     base: dict[str, dict[str, float]] = {}
     if baselines:

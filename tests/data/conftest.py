@@ -11,6 +11,7 @@ from PIL import Image
 H, W = 20, 24  # source resolution of the fixture images (resized to 16x16 in the tests)
 NYU_IDS = ("0003", "0010", "0042")
 CELEBA_COUNT = 10
+CELEBA_SIZE = (24, 24)  # images; masks are 12x12
 # 40 names as in the real annotation file (Male is column 21, Smiling column 32).
 CELEBA_NAMES = (
     "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose "
@@ -21,13 +22,14 @@ CELEBA_NAMES = (
 ).split()
 
 
-def write_jpg(path: Path, rgb: tuple[int, int, int] | None = None, seed: int = 0) -> None:
-    """A 20x24 JPEG: constant ``rgb`` or random noise."""
+def write_jpg(path: Path, rgb: tuple[int, int, int] | None = None, seed: int = 0,
+              size: tuple[int, int] = (H, W)) -> None:
+    """A ``size`` (default 20x24) JPEG: constant ``rgb`` or random noise."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if rgb is None:
-        arr = np.random.default_rng(seed).integers(0, 256, (H, W, 3), dtype=np.uint8)
+        arr = np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)
     else:
-        arr = np.broadcast_to(np.array(rgb, np.uint8), (H, W, 3)).copy()
+        arr = np.broadcast_to(np.array(rgb, np.uint8), (*size, 3)).copy()
     Image.fromarray(arr).save(path, quality=95)
 
 
@@ -60,10 +62,10 @@ def celeba_values(n: int) -> list[int]:
 
 
 def write_celeba(root: Path) -> Path:
-    """10 images 20x24, masks 12x12 (another resolution, as in the real data) with 0/1/2."""
+    """10 images 24x24, masks 12x12 (half the resolution, as in the real data) with 0/1/2."""
     lines = [str(CELEBA_COUNT), " ".join(CELEBA_NAMES)]
     for n in range(CELEBA_COUNT):
-        write_jpg(root / "CelebA-HQ-img" / f"{n}.jpg", seed=n)
+        write_jpg(root / "CelebA-HQ-img" / f"{n}.jpg", seed=n, size=CELEBA_SIZE)
         mask = np.zeros((12, 12), np.uint8)
         mask[:4] = 1
         mask[4:, 3:9] = 2

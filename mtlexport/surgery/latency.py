@@ -209,9 +209,9 @@ class LatencyTable:
             saved = sum(0.5 * raw.get(r.key(), self.entries.get(r.key(), 0.0)) for r in minus.get(key, ()))
             # A floor: the reorders are timed apart, so noise could push the difference below zero.
             self.entries[key] = max(ms - saved, MIN_SHARE * ms)
-        self.measured += len(raw)
+        self.measured += len(todo)  # layer entries; the reorders they needed come with them
         self.save()
-        return len(raw)
+        return len(todo)
 
     def _load(self) -> dict[str, float]:
         try:

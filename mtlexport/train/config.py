@@ -37,7 +37,9 @@ _weights = mapping_of(number(), "a mapping of task names to numbers")
 class TrainSettings:
     """Loop settings. ``monitor`` is ``loss`` (mean validation task loss, lower is better) or
     ``task.metric`` (e.g. ``segmentation.miou``; direction from the task); ``patience`` 0 = no
-    early stopping; ``grad_clip`` 0 = no clipping."""
+    early stopping; ``grad_clip`` 0 = no clipping. ``sync_bn`` normalises with the statistics of
+    the global batch under torchrun (plain BatchNorm in checkpoints); ``amp`` is ``none``,
+    ``bf16`` (autocast, CUDA and CPU) or ``fp16`` (autocast and a GradScaler)."""
 
     epochs: int = 10
     batch_size: int = 16
@@ -50,12 +52,15 @@ class TrainSettings:
     min_delta: float = 0.0
     grad_clip: float = 0.0
     deterministic: bool = True
+    sync_bn: bool = False
+    amp: str = "none"
 
     _where = "train"
     _checks = {
         "epochs": integer(1), "batch_size": integer(1), "seed": integer(0), "device": choice("auto", "cpu", "cuda"),
         "num_workers": integer(0), "eval_every": integer(1), "patience": integer(0), "monitor": string(),
-        "min_delta": number(), "grad_clip": number(), "deterministic": boolean,
+        "min_delta": number(), "grad_clip": number(), "deterministic": boolean, "sync_bn": boolean,
+        "amp": choice("none", "bf16", "fp16"),
     }
 
     def __post_init__(self) -> None:

@@ -35,6 +35,7 @@ from mtlexport.train.config import TrainConfig, resolve_config
 from mtlexport.train.evaluate import evaluate
 from mtlexport.train.loaders import eval_loader, open_split, set_epoch, to_device, train_loader
 from mtlexport.train.optim import build_training_optimizer, make_controller
+from mtlexport.train.precision import Precision
 from mtlexport.train.results import TrainResult, TrialsResult, summarise
 from mtlexport.train.rng import capture_rng, restore_rng, seed_everything, set_deterministic
 from mtlexport.train.schedule import lr_factor, set_lr
@@ -105,7 +106,8 @@ class _Run:
         seed_everything(cfg.seed)
         self.model = create_model(self.config.model).to(device)
         self.weighting = build_loss_weighting(self.config.loss_weighting, self.config.model.task_names).to(device)
-        self.net = dist.wrap_model(ctx, self.model, device)
+        self.net: Any = self.model  # DDP (and SyncBatchNorm) once the optimizer exists: _execute
+        self.precision = Precision(cfg.amp, device)
         self.structure: Any = None
         self.controller: Any = None
         self.epoch = self.global_step = self.bad_epochs = self.best_epoch = 0
@@ -180,6 +182,9 @@ class _Run:
             if resume:
                 self.reporter.message(f"nothing to resume in {self.out}; starting a new run")
             self._start_fresh()
+        # Wrapped after the optimizer and group structure took their tensors (the SyncBatchNorm
+        # conversion keeps them) and after a resume loaded the same weights on every rank.
+        self.net = dist.wrap_model(self.ctx, self.model, self.device, sync_bn=self.config.train.sync_bn)
         total = self.config.train.epochs
         self.reporter.start("run", "training", total=total)
         self.reporter.advance("run", steps=self.epoch)
@@ -206,12 +211,20 @@ class _Run:
         if (stored.get("optimizer") or {}).get("name") != self.config.optimizer.name:
             raise ConfigError(f"cannot resume {self.out}: it was trained with another optimizer.name")
         extra = ckpt.extra
+        trained_by = int(extra.get("world_size", 1))
+        if trained_by != self.ctx.world_size:  # shards, steps per epoch and the schedule depend on it
+            raise ConfigError(
+                f"cannot resume {self.out}: it was trained by {trained_by} process(es) and this job has "
+                f"{self.ctx.world_size}; resume with the same total number of processes (torchrun --nnodes x "
+                "--nproc-per-node), or start a new run")
         self.model.load_state_dict(ckpt.state_dict)
         self.weighting.load_state_dict(extra["loss_weighting"])
         if ckpt.optimizer is not None:
             self.optimizer.load_state_dict(ckpt.optimizer)
         if self.controller is not None and "controller" in extra:
             self.controller.load_state_dict(extra["controller"])
+        if "precision" in extra:
+            self.precision.load_state_dict(extra["precision"])
         self.epoch, self.global_step = ckpt.epoch, int(extra["global_step"])
         self.history = list(extra.get("history", []))
         best = extra.get("best", {})
@@ -262,14 +275,16 @@ class _Run:
             batch = to_device(batch, self.device)
             factor = lr_factor(self.config.schedule, self.global_step, self.steps, cfg.epochs)
             lr = set_lr(self.optimizer, self.base_lrs, factor)
-            outputs = self.net(batch["image"])
+            outputs = self.precision.forward(self.net, batch["image"])
             losses = {name: task.loss(outputs[name], batch) for name, task in self.tasks.items()}
             loss = self.weighting(losses)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            self.precision.backward(loss)  # DDP has averaged the model's gradients when this returns
+            dist.average_gradients(self.ctx, self.weighting.parameters())
+            self.precision.unscale(self.optimizer)
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
-            self.optimizer.step()
+            stepped = self.precision.step(self.optimizer)  # fp16 overflow: no step, so no prox either
             self.global_step += 1
             if self.controller is not None:
                 self.controller.after_step(self.global_step)
@@ -279,12 +294,19 @@ class _Run:
             sums["total"] += loss.detach()
             if (i + 1) % report_every == 0 or i + 1 == self.steps:
                 current = float(loss.detach())
-                if not math.isfinite(current):
+                if not math.isfinite(current) and stepped:
                     raise ConfigError(f"the loss became {current} at epoch {epoch + 1} step {i + 1}; "
                                       "lower optimizer.lr or set train.grad_clip")
                 self.reporter.advance("epoch", steps=i + 1 - reported, loss=current, lr=lr)
                 reported = i + 1
         self.reporter.finish("epoch")
+        if not cfg.sync_bn:  # DDP uses rank 0's BatchNorm statistics; make the copies equal too
+            dist.broadcast_buffers(self.ctx, self.model)
+        dist.check_replicas(self.ctx, {"model": self.model, "loss_weighting": self.weighting},
+                            when=f"in epoch {epoch + 1}")
+        totals = dist.all_reduce_mean(self.ctx, torch.stack(list(sums.values())))
+        sums = dict(zip(sums, totals))
+        images = int(dist.all_reduce_sum(self.ctx, torch.tensor([images], device=self.device)))
         seconds = time.perf_counter() - start
         self.images += images
         self.train_time += seconds
@@ -383,7 +405,8 @@ class _Run:
             "monitor": self.monitor, "bad_epochs": self.bad_epochs, "stopped_early": self.stopped_early,
             "images": self.images, "train_time_s": self.train_time, "time_s": self.time_s,
             "baseline": self.baseline, "sparsity": self.sparsity, "rng": capture_rng(),
-            "log": _plain_json(log or {}),
+            "log": _plain_json(log or {}), "world_size": self.ctx.world_size,
+            "precision": self.precision.state_dict(),
         }
         if self.structure is not None:
             extra["group_structure"] = self.structure.to_dict()

@@ -1,8 +1,8 @@
 """``TrainConfig``: the whole training configuration, validated, frozen and round-trippable.
 
 Sections: ``model`` (``ModelSpec``), ``data`` (``DataConfig``), ``train``, ``optimizer``,
-``schedule`` and ``loss_weighting``. Every bad value raises a one-line ``ConfigError`` that
-names the key path (``optimizer.lr must be a positive number, got -1``). ``--set a.b=value``
+``schedule``, ``loss_weighting`` and ``sparsifier`` (``SparsifierConfig``). Every bad value
+raises a one-line ``ConfigError`` that names the key path (``optimizer.lr must be a positive number, got -1``). ``--set a.b=value``
 overrides are applied to the raw mapping before validation.
 """
 
@@ -20,6 +20,7 @@ from mtlexport.schema import (
     boolean, choice, fraction, integer, mapping_of, number, optional, parse_section, section_dict, sequence, string,
     validate,
 )
+from mtlexport.train.sparsifier_config import SparsifierConfig
 
 
 def _below_one(where: str, v: Any) -> float:
@@ -158,7 +159,7 @@ class LossWeightingConfig:
 
 _SECTIONS: dict[str, type] = {
     "train": TrainSettings, "optimizer": OptimizerConfig, "schedule": ScheduleConfig,
-    "loss_weighting": LossWeightingConfig,
+    "loss_weighting": LossWeightingConfig, "sparsifier": SparsifierConfig,
 }
 
 
@@ -172,6 +173,7 @@ class TrainConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     loss_weighting: LossWeightingConfig = field(default_factory=LossWeightingConfig)
+    sparsifier: SparsifierConfig = field(default_factory=SparsifierConfig)
 
     def __post_init__(self) -> None:
         names = set(self.model.task_names)

@@ -94,6 +94,10 @@ class _Run:
             raise _already_a_run(out)
         set_deterministic(config.train.deterministic, device)
         self.config = resolve_config(config)
+        if self.config.sparsifier.name != "none":  # e.g. group_lasso: the proximal optimizer's settings
+            from mtlexport.sparsity.methods import prepare_config
+
+            self.config = prepare_config(self.config)
         self.tasks = build_tasks(self.config.model)
         self.monitor, self.higher = self._monitor_direction()
         cfg = self.config.train
@@ -155,6 +159,14 @@ class _Run:
             self.controller = make_controller(opt, self.optimizer, self.config.train.epochs * self.steps, macs,
                                               self.structure)
             del graph
+        self.sparsifier: Any = None  # disparse / adapmtl (group_lasso works through the optimizer)
+        if self.config.sparsifier.name != "none":
+            from mtlexport.sparsity.methods import make_sparsifier
+
+            self.sparsifier = make_sparsifier(self.config, self.model, self.tasks, self.optimizer,
+                                              total_steps=self.config.train.epochs * self.steps, device=self.device,
+                                              world_size=self.ctx.world_size,
+                                              stored=ckpt.extra.get("sparsifier") if ckpt is not None else None)
         self.base_lrs = [g["initial_lr"] for g in self.optimizer.param_groups]
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
 
@@ -202,6 +214,8 @@ class _Run:
             write_text(self.out / CONFIG, self.config.to_yaml())
         bs = self.config.train.batch_size
         self.baseline = fit_baselines(self.tasks, eval_loader(self.train_set, bs))
+        if self.sparsifier is not None:  # saliencies and initial masks, from the train split in order
+            self.sparsifier.setup(eval_loader(self.train_set, bs))
 
     def _restore(self, ckpt: Checkpoint) -> None:
         stored = ckpt.config
@@ -223,6 +237,8 @@ class _Run:
             self.optimizer.load_state_dict(ckpt.optimizer)
         if self.controller is not None and "controller" in extra:
             self.controller.load_state_dict(extra["controller"])
+        if self.sparsifier is not None:
+            self.sparsifier.load_state_dict(extra["sparsifier"])
         if "precision" in extra:
             self.precision.load_state_dict(extra["precision"])
         self.epoch, self.global_step = ckpt.epoch, int(extra["global_step"])
@@ -277,17 +293,21 @@ class _Run:
             lr = set_lr(self.optimizer, self.base_lrs, factor)
             outputs = self.precision.forward(self.net, batch["image"])
             losses = {name: task.loss(outputs[name], batch) for name, task in self.tasks.items()}
-            loss = self.weighting(losses)
+            loss = self.weighting(losses) if self.sparsifier is None else self.sparsifier.combine(losses, self.weighting)
             self.optimizer.zero_grad(set_to_none=True)
             self.precision.backward(loss)  # DDP has averaged the model's gradients when this returns
             dist.average_gradients(self.ctx, self.weighting.parameters())
             self.precision.unscale(self.optimizer)
+            if self.sparsifier is not None:  # masked gradients, or the thresholds' chain rule
+                self.sparsifier.after_backward()
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
             stepped = self.precision.step(self.optimizer)  # fp16 overflow: no step, so no prox either
             self.global_step += 1
             if self.controller is not None:
                 self.controller.after_step(self.global_step)
+            if self.sparsifier is not None:
+                self.sparsifier.after_step(self.global_step, batch)
             images += int(batch["image"].shape[0])
             for name, value in losses.items():
                 sums[name] += value.detach()
@@ -324,6 +344,7 @@ class _Run:
             value = self._monitored(val)
             # With a sparsity target, only epochs after the landing (the final architecture) compete.
             eligible = self.controller is None or self.controller.settings.kind is None or self.controller.landed
+            eligible = eligible and (self.sparsifier is None or self.sparsifier.landed)
             if self.higher:
                 improved = value > self.best_value + cfg.min_delta
             else:
@@ -393,6 +414,9 @@ class _Run:
                 full["removable_macs_share"] = 1.0 - m["macs_ratio"]
             full["frozen"] = self.controller.frozen
             full["landed"] = self.controller.landed
+        if self.sparsifier is not None:
+            full.update(self.sparsifier.report())
+            full["landed"] = self.sparsifier.landed
         self.sparsity = {k: v for k, v in full.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         return full
 
@@ -412,6 +436,8 @@ class _Run:
             extra["group_structure"] = self.structure.to_dict()
         if self.controller is not None:
             extra["controller"] = self.controller.state_dict()
+        if self.sparsifier is not None:
+            extra["sparsifier"] = self.sparsifier.state_dict()
         return Checkpoint(spec=self.config.model, state_dict=self.model.state_dict(), config=self.config.to_dict(),
                           epoch=self.epoch, metrics={"val": metrics}, optimizer=self.optimizer.state_dict(),
                           extra=extra)

@@ -2,8 +2,8 @@
 
 Sections: ``model`` (``ModelSpec``), ``data`` (``DataConfig``), ``train``, ``optimizer``,
 ``schedule``, ``loss_weighting`` and ``sparsifier`` (``SparsifierConfig``). Every bad value
-raises a one-line ``ConfigError`` that names the key path (``optimizer.lr must be a positive number, got -1``). ``--set a.b=value``
-overrides are applied to the raw mapping before validation.
+raises a one-line ``ConfigError`` that names the key path (``optimizer.lr must be a positive
+number, got -1``). ``--set a.b=value`` overrides are applied to the raw mapping before validation.
 """
 
 from __future__ import annotations

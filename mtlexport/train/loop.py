@@ -293,7 +293,8 @@ class _Run:
             lr = set_lr(self.optimizer, self.base_lrs, factor)
             outputs = self.precision.forward(self.net, batch["image"])
             losses = {name: task.loss(outputs[name], batch) for name, task in self.tasks.items()}
-            loss = self.weighting(losses) if self.sparsifier is None else self.sparsifier.combine(losses, self.weighting)
+            sp = self.sparsifier
+            loss = self.weighting(losses) if sp is None else sp.combine(losses, self.weighting)
             self.optimizer.zero_grad(set_to_none=True)
             self.precision.backward(loss)  # DDP has averaged the model's gradients when this returns
             dist.average_gradients(self.ctx, self.weighting.parameters())

@@ -201,7 +201,7 @@ def prox_segments(
     if compact:
         # Few groups left: Newton on a compact copy of just those, from a lower bound.
         theta = _newton_compact(views, dviews, seg, tau, theta0, lower, theta, q0, todo, max_iter, 0.01 * tol)
-    elif sync_free or bool(todo.any()):
+    elif sync_free or pending:
         s0 = _ratio_sumsq(views, dviews, seg, theta0, tau, W, cdt)
         theta1 = torch.where(shrink, theta0 - z_norm * (s0.rsqrt() - 1.0), theta0)
         rel = (theta0 - theta1).square() / theta0 / theta1.clamp_min(_TINY)

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from cli._common import JsonOpt, OutDirOpt, RichReporter, emit_json, make_table, stdout
+from cli.compare import MethodsOpt, StructureOpt, TargetMacsOpt, render_methods, run_methods
 from cli.train import ConfigOpt, SetOpt
 
 LambdasOpt = Annotated[str, typer.Option(
@@ -25,19 +26,33 @@ def register(app: typer.Typer) -> None:
     @app.command("sweep")
     def sweep_command(
         config: ConfigOpt,
-        lambdas: LambdasOpt,
         out: OutDirOpt,
+        lambdas: LambdasOpt = "",
         trials: TrialsOpt = 1,
         set_: SetOpt = None,
         no_plots: NoPlotOpt = False,
         targets: TargetsOpt = "",
+        methods: MethodsOpt = "",
+        target_macs: TargetMacsOpt = None,
+        structure: StructureOpt = "channel",
         json: JsonOpt = False,
     ) -> None:
         """Train at every lambda (lambda 0 = the dense baseline, same optimizer), write OUT/summary.csv,
-        summary.json and plots; rerun the same command to continue an interrupted sweep."""
+        summary.json and plots; rerun the same command to continue an interrupted sweep. With --methods:
+        compare sparsifiers at --target-macs instead (trained, slimmed, exported, timed against dense)."""
         from mtlexport.train import TrainConfig
         from mtlexport.train.sweep import sweep
 
+        if methods:
+            cfg = TrainConfig.from_file(config, set_ or ())
+            with RichReporter(enabled=not json) as reporter:
+                compared = run_methods(cfg, methods, out, target_macs=target_macs, structure=structure,
+                                       trials=trials, plots=not no_plots, reporter=reporter)
+            if json:
+                emit_json(compared.to_dict())
+            else:
+                render_methods(compared)
+            return
         lams = parse_lambdas(lambdas)
         cfg = TrainConfig.from_file(config, set_ or ())
         with RichReporter(enabled=not json) as reporter:

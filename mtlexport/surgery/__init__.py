@@ -16,11 +16,16 @@ Stages, one module each, so that each can be replaced or tested alone:
 - ``report`` / ``plot``: ``SlimReport`` (with ``GroupSkip``: what blocked which groups) and the
   per-layer channel chart;
 - ``slim`` / ``files``: the in-memory entry point and the checkpoint / state-dict ones.
+- ``auto`` (``--round-to auto``): widths chosen by measured latency: ``latency`` (per-layer
+  lookup tables, cached on disk per backend, CPU and thread count), ``search`` (candidate
+  widths per group, coordinate descent on the predicted latency), then a whole-model check
+  with the bench runners against every fixed multiple.
 
 Extend: a new layer type needs a role in ``graph._member`` (and a torch-pruning pruner); a new
 channel-wise op goes into ``graph.CHANNELWISE_OPS``; anything unknown keeps its group whole.
 """
 
+from mtlexport.surgery.auto import AutoOptions, AutoReport
 from mtlexport.surgery.files import (
     STATE_FORMAT,
     build_from_factory,
@@ -35,6 +40,8 @@ from mtlexport.surgery.verify import OutputCheck
 
 __all__ = [
     "STATE_FORMAT",
+    "AutoOptions",
+    "AutoReport",
     "GroupSkip",
     "LayerChange",
     "OutputCheck",

@@ -273,7 +273,8 @@ def _decide(variants: Sequence[Variant]) -> tuple[str, str, str]:
         return AUTO, best.name, (f"auto measured {auto.measured_ms:.3f} ms, {gain:.1%} faster than the best fixed "
                                  f"multiple ({best.name}, {best.measured_ms:.3f} ms)")
     return best.name, best.name, (f"auto measured {auto.measured_ms:.3f} ms, slower than {best.name} "
-                                  f"({best.measured_ms:.3f} ms) although predicted faster; kept {best.name}")
+                                  f"({best.measured_ms:.3f} ms) although the layer table predicted it no slower; "
+                                  f"kept {best.name}")
 
 
 def _variant(name: str, same_as: str, macs: int | None, predicted: float, times: list[float],

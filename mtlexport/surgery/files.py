@@ -69,6 +69,8 @@ def slim_checkpoint(
     """
     if round_to != AUTO and (isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1):
         raise ConfigError(f"--round-to takes a positive integer or 'auto', got {round_to!r}")
+    if auto is not None and round_to != AUTO:
+        raise ConfigError("latency options (backend, batch, threads) apply only with --round-to auto")
     reporter = reporter or NullReporter()
     ckpt = load_checkpoint(path)
     model = ckpt.build_model()

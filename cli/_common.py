@@ -14,7 +14,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Column, Table
 
 
-def _writable_dir(value: Path | None) -> Path | None:
+def writable_dir(value: Path | None) -> Path | None:
     """Option callback: refuse an output folder that cannot be written before any work starts."""
     if value is not None:
         from mtlexport.io import check_output_dir
@@ -25,7 +25,7 @@ def _writable_dir(value: Path | None) -> Path | None:
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout and nothing else there.")]
 CheckpointArg = Annotated[Path, typer.Argument(help="Checkpoint file (.pt) written by mtlexport.", show_default=False)]
-OutDirOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder.", metavar="DIR", callback=_writable_dir)]
+OutDirOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder.", metavar="DIR", callback=writable_dir)]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace existing outputs instead of refusing.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
 

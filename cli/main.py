@@ -174,7 +174,9 @@ def main(argv: list[str] | None = None) -> int:
             if debug:
                 raise
             if isinstance(exc, OSError) and exc.filename:
-                message = f"{exc.filename}: {exc.strerror or exc}"
+                from mtlexport.io import describe_os_error
+
+                message = describe_os_error(exc)
                 print(f"error: {one_line(message)}", file=sys.stderr)
             else:
                 message = f"{type(exc).__name__}: {exc}"

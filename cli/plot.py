@@ -7,11 +7,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from cli._common import JsonOpt, emit_json, stdout
+from cli._common import JsonOpt, emit_json, stdout, writable_dir
 
 SourceArg = Annotated[Path, typer.Argument(help="Run folder written by 'mtlexport train', or a checkpoint .pt.",
                                            show_default=False)]
-PlotOutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default: RUN/plots, or plots/ beside a checkpoint).")]
+PlotOutOpt = Annotated[Optional[Path], typer.Option(
+    "--out", "-o", metavar="DIR", callback=writable_dir,
+    help="Output folder (default: RUN/plots, or plots/ beside a checkpoint).")]
 
 
 def register(app: typer.Typer) -> None:

@@ -12,10 +12,10 @@ from cli.compare import MethodsOpt, StructureOpt, TargetMacsOpt, render_methods,
 from cli.train import ConfigOpt, SetOpt
 
 LambdasOpt = Annotated[str, typer.Option(
-    "--lambdas", help="Comma-separated group-lasso strengths, e.g. 0,1e-6,1e-5,1e-4.", show_default=False)]
-TrialsOpt = Annotated[int, typer.Option("--trials", min=1, help="Seeds per lambda (seed..seed+N-1): mean +- std.")]
+    "--lambdas", metavar="L1,L2,...", help="Comma-separated group-lasso strengths, e.g. 0,1e-6,1e-5,1e-4.", show_default=False)]
+TrialsOpt = Annotated[int, typer.Option("--trials", min=1, metavar="N", help="Seeds per lambda (seed..seed+N-1): mean +- std.")]
 TargetsOpt = Annotated[str, typer.Option(
-    "--targets", help="Comma-separated MACs targets (slim / dense MACs), e.g. 0.7,0.5,0.35: one row each, "
+    "--targets", metavar="T1,T2,...", help="Comma-separated MACs targets (slim / dense MACs), e.g. 0.7,0.5,0.35: one row each, "
     "trained with optimizer.target_macs.", show_default=False)]
 NoPlotOpt = Annotated[bool, typer.Option("--no-plots", help="Skip metric_vs_lambda.png and sparsity_vs_lambda.png.")]
 

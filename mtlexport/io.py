@@ -47,6 +47,12 @@ def output_error(exc: OSError, path: str | Path) -> OutputError:
     return OutputError(f"cannot write {path}: {fix}")
 
 
+def describe_os_error(exc: OSError) -> str:
+    """``<path>: <what went wrong and the fix>`` for an OSError no stage turned into an OutputError."""
+    fix = _FIXES.get(exc.errno or -1) or exc.strerror or type(exc).__name__
+    return f"{exc.filename}: {fix}" if exc.filename else fix
+
+
 def _is_write_failure(exc: BaseException, paths: tuple[Path, ...]) -> bool:
     """True for an OSError about ``paths`` (or about no file at all) with a known errno, and for
     torch's serializer failing to write (a full disk surfaces as "enforce fail at inline_container")."""

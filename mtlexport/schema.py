@@ -212,7 +212,8 @@ def parse_section(cls: type, where: str, data: Any) -> Any:
     aliases = _aliases(cls)
     inverse = {v: k for k, v in aliases.items()}
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(str(k) for k in data if inverse.get(k, k) not in names)
+    # A field with a YAML alias is spelled only by its alias (``lambda``, not ``lam``).
+    unknown = sorted(str(k) for k in data if inverse.get(k, k) not in names or k in aliases)
     if unknown:
         known = sorted(aliases.get(n, n) for n in names)
         raise ConfigError(f"unknown key(s) {unknown} in {where}; valid keys: {known}")

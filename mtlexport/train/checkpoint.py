@@ -55,8 +55,8 @@ class Checkpoint:
         model = create_model(self.spec)
         problem = state_dict_mismatch(model.state_dict(), self.state_dict)
         if problem:
-            raise CheckpointError(f"{where}: weights do not match its spec: {problem}; the file was edited or "
-                                  "written by another model (re-export it from its training run)")
+            raise CheckpointError(f"{where}: weights do not match its spec: {problem}; the file was edited "
+                                  "or mixes two models")
         if check_finite:
             check_finite_weights(self.state_dict, where)
         try:

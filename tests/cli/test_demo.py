@@ -134,5 +134,5 @@ def test_refuses_a_non_empty_out_dir(tmp_path: Path, capsys: pytest.CaptureFixtu
     (tmp_path / "keep.txt").write_text("old")
     rc = main(["demo", "--out", str(tmp_path)])
     err = capsys.readouterr().err.strip()
-    assert rc == 2 and "is not empty" in err
+    assert rc == 1 and "is not empty" in err and "--force" in err and "\n" not in err
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]

@@ -36,6 +36,11 @@ def render(report: Any, layers: bool) -> None:
                  f"base width {b['base_width']}, width mult {b['width_mult']:g}")
     stdout.print(f"parameters {report.params:,}, MACs/sample {report.macs:,} "
                  f"({report.gflops:.3f} GFLOPs) at {c}x{h}x{w}")
+    bad = report.non_finite_tensors
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        stdout.print(f"[bold red]non-finite weights (NaN/Inf)[/bold red] in {', '.join(bad[:3])}{more}: "
+                     "eval, slim and export refuse this checkpoint", highlight=False)
     task_rows = [[t["name"], t["type"], t["num_outputs"], t["head"], t["head_width"],
                   " ".join(str(r) for r in t.get("rates", [])) or "-", report.params_by_part.get(f"heads.{t['name']}")]
                  for t in report.tasks]

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from mtlexport.models.profile import profile_model
@@ -53,6 +54,7 @@ class InspectReport:
     slim: dict[str, Any] | None = None
     widths_changed: int = 0
     extra_keys: list[str] = field(default_factory=list)
+    non_finite_tensors: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -66,7 +68,10 @@ def inspect_checkpoint(path: str | Path, input_size: tuple[int, int] | None = No
     from mtlexport.train.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(path)
-    model = ckpt.build_model()
+    # inspect is how a broken checkpoint is diagnosed: it reports non-finite tensors, others refuse them.
+    model = ckpt.build_model(check_finite=False)
+    non_finite = [name for name, t in ckpt.state_dict.items()
+                  if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all())]
     spec = ckpt.spec
     h, w = input_size or ckpt.data_size or DEFAULT_INPUT
     profile = profile_model(model, (spec.in_channels, h, w))
@@ -81,7 +86,7 @@ def inspect_checkpoint(path: str | Path, input_size: tuple[int, int] | None = No
         macs=profile.macs, gflops=profile.gflops, input_shape=profile.input_shape,
         layers=_layers(model, zeros), epoch=ckpt.epoch, metrics=ckpt.metrics, versions=ckpt.versions,
         sparsity=sparsity, slim=ckpt.extra.get("slim"), widths_changed=len(spec.widths),
-        extra_keys=sorted(ckpt.extra),
+        extra_keys=sorted(ckpt.extra), non_finite_tensors=non_finite,
     )
 
 

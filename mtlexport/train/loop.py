@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from mtlexport.errors import ConfigError, DataError, OutputError
+from mtlexport.errors import ConfigError
 from mtlexport.io import FolderLock, append_jsonl, check_output_dir, remove_stale_temps, write_text
 from mtlexport.models import create_model
 from mtlexport.reporting import NullReporter, Reporter
@@ -33,7 +33,7 @@ from mtlexport.train.baselines import fit_baselines
 from mtlexport.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from mtlexport.train.config import TrainConfig, resolve_config
 from mtlexport.train.evaluate import evaluate
-from mtlexport.train.loaders import eval_loader, open_split, set_epoch, to_device, train_loader
+from mtlexport.train.loaders import eval_loader, set_epoch, to_device, train_loader
 from mtlexport.train.optim import build_training_optimizer, make_controller
 from mtlexport.train.precision import Precision
 from mtlexport.train.results import TrainResult, TrialsResult, summarise
@@ -41,8 +41,11 @@ from mtlexport.train.rng import capture_rng, restore_rng, seed_everything, set_d
 from mtlexport.train.schedule import lr_factor, set_lr
 from mtlexport.train.weighting import build_loss_weighting
 
-LAST, BEST, METRICS, SPARSITY, CONFIG = "last.pt", "best.pt", "metrics.jsonl", "sparsity.jsonl", "config.yaml"
-RUN_FILES = (LAST, BEST, METRICS, SPARSITY, CONFIG)
+from mtlexport.train.runfiles import (
+    BEST, CONFIG, LAST, METRICS, RUN_FILES, SPARSITY, already_a_run, open_checked, plain_json, stored_epoch,
+    truncate_jsonl,
+)
+
 _RESUME_MUST_MATCH = ("model", "data")
 _SPLITS = ("train", "val", "test")
 
@@ -91,7 +94,7 @@ class _Run:
         # config, then every split (opening it finds missing files; one sample is read).
         check_output_dir(out)
         if (out / LAST).is_file() and not resume and not force:
-            raise _already_a_run(out)
+            raise already_a_run(out)
         set_deterministic(config.train.deterministic, device)
         self.config = resolve_config(config)
         if self.config.sparsifier.name != "none":  # e.g. group_lasso: the proximal optimizer's settings
@@ -101,7 +104,7 @@ class _Run:
         self.tasks = build_tasks(self.config.model)
         self.monitor, self.higher = self._monitor_direction()
         cfg = self.config.train
-        splits = {split: _open_checked(self.config, split) for split in _SPLITS}
+        splits = {split: open_checked(self.config, split) for split in _SPLITS}
         self.train_set, self.val_set, self.test_set = splits["train"], splits["val"], splits["test"]
         if len(self.train_set) == 0:  # type: ignore[arg-type]
             raise ConfigError("data.num_train is 0 (or the train split is empty); nothing to train on")
@@ -189,7 +192,7 @@ class _Run:
         if ckpt is not None:
             self._restore(ckpt)
         elif last.is_file() and not self.force:
-            raise _already_a_run(self.out)
+            raise already_a_run(self.out)
         else:
             if resume:
                 self.reporter.message(f"nothing to resume in {self.out}; starting a new run")
@@ -263,14 +266,14 @@ class _Run:
         ``best.pt`` that should be this epoch's is rewritten from it."""
         log = ckpt.extra.get("log") or {}
         for name, key in ((METRICS, "metrics"), (SPARSITY, "sparsity")):
-            epochs = _truncate_jsonl(self.out / name, self.epoch)
+            epochs = truncate_jsonl(self.out / name, self.epoch)
             record = log.get(key)
             if record and self.epoch not in epochs and record.get("epoch") == self.epoch:
                 append_jsonl(self.out / name, record)
                 self.reporter.message(f"repaired {name}: restored epoch {self.epoch} from {LAST}")
         best = self.out / BEST
         if self.best_epoch == self.epoch and self.epoch > 0:
-            stored = _stored_epoch(best)
+            stored = stored_epoch(best)
             if stored != self.epoch:
                 save_checkpoint(best, ckpt)
                 self.reporter.message(f"repaired {BEST}: rewrote epoch {self.epoch} from {LAST}")
@@ -430,7 +433,7 @@ class _Run:
             "monitor": self.monitor, "bad_epochs": self.bad_epochs, "stopped_early": self.stopped_early,
             "images": self.images, "train_time_s": self.train_time, "time_s": self.time_s,
             "baseline": self.baseline, "sparsity": self.sparsity, "rng": capture_rng(),
-            "log": _plain_json(log or {}), "world_size": self.ctx.world_size,
+            "log": plain_json(log or {}), "world_size": self.ctx.world_size,
             "precision": self.precision.state_dict(),
         }
         if self.structure is not None:
@@ -467,57 +470,3 @@ class _Run:
             images_per_s=self.images / max(self.train_time, 1e-9), seed=self.config.train.seed,
             sparsity=self.sparsity,
         )
-
-
-def _truncate_jsonl(path: Path, max_epoch: int) -> set[int]:
-    """Drop lines of epochs after ``max_epoch`` (written after the checkpoint a run resumes from),
-    repeated epochs and a line cut short by a kill; return the epochs kept."""
-    import json
-
-    if not path.is_file():
-        return set()
-    keep, epochs = [], set()
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        epoch = record.get("epoch", 0) if isinstance(record, dict) else None
-        if isinstance(epoch, int) and epoch <= max_epoch and epoch not in epochs:
-            keep.append(line)
-            epochs.add(epoch)
-    write_text(path, "".join(line + "\n" for line in keep))
-    return epochs
-
-
-def _stored_epoch(path: Path) -> int | None:
-    """The epoch of the checkpoint at ``path``; None when it is missing or unreadable."""
-    if not path.is_file():
-        return None
-    try:
-        return load_checkpoint(path).epoch
-    except Exception:  # a damaged file is what the repair replaces
-        return None
-
-
-def _plain_json(obj: Any) -> Any:
-    """``obj`` as data ``torch.load(weights_only=True)`` reads back (non-finite floats as None)."""
-    from mtlexport.io import json_safe
-
-    return json_safe(obj)[0]
-
-
-def _already_a_run(out: Path) -> OutputError:
-    return OutputError(f"{out} already holds a run ({LAST}); pass --resume to continue it, --force to replace it, "
-                       "or choose another --out")
-
-
-def _open_checked(config: TrainConfig, split: str) -> Any:
-    """Open ``split`` and read its first sample, so missing or malformed data fails before training."""
-    try:
-        dataset = open_split(config.data, split)
-    except DataError as exc:
-        raise DataError(f"the {split} split: {exc}") from None
-    if len(dataset) > 0:  # type: ignore[arg-type]
-        dataset[0]
-    return dataset

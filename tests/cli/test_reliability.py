@@ -222,3 +222,14 @@ def test_interrupt_says_what_was_kept_and_a_second_writer_is_refused(
     assert last.startswith(f"{word}: kept {out / 'last.pt'} (epoch ") and last.endswith("plus --resume"), last
     assert not (out / ".lock").exists() and not list(out.glob(".*.tmp"))
     assert load_checkpoint(out / "last.pt").epoch >= 1
+
+
+def test_inspect_reports_non_finite_weights_instead_of_failing(files: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ckpt = load_checkpoint(files / "ok.pt")
+    state = {k: v.clone() for k, v in ckpt.state_dict.items()}
+    state["backbone.stem.0.weight"][0, 0, 0, 0] = float("inf")
+    save_checkpoint(files / "inf.pt", replace(ckpt, state_dict=state))
+    code, out, _ = run(capsys, ["inspect", str(files / "inf.pt"), "--json"])
+    assert code == 0 and json.loads(out)["non_finite_tensors"] == ["backbone.stem.0.weight"]
+    code, out, _ = run(capsys, ["inspect", str(files / "inf.pt"), "--no-layers"])
+    assert code == 0 and "non-finite weights (NaN/Inf) in backbone.stem.0.weight" in " ".join(out.split())

@@ -185,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
             if as_json:
                 _error_json(type(exc).__name__, message, 1)
             return 1
+    if result == 130:  # a KeyboardInterrupt raised by code (not our signal handler): typer made it Exit(130)
+        print(f"interrupted: {one_line(_common.interrupt_note.describe())}", file=sys.stderr)
     return result if isinstance(result, int) else 0
 
 

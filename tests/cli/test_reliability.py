@@ -233,3 +233,16 @@ def test_inspect_reports_non_finite_weights_instead_of_failing(files: Path, caps
     assert code == 0 and json.loads(out)["non_finite_tensors"] == ["backbone.stem.0.weight"]
     code, out, _ = run(capsys, ["inspect", str(files / "inf.pt"), "--no-layers"])
     assert code == 0 and "non-finite weights (NaN/Inf) in backbone.stem.0.weight" in " ".join(out.split())
+
+
+def test_a_keyboard_interrupt_raised_inside_a_command_still_prints_its_line(
+        files: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import mtlexport.train
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mtlexport.train, "evaluate_checkpoint", interrupted)
+    code, _, err = run(capsys, ["eval", str(files / "ok.pt")])
+    assert code == 130
+    one_error_line(err, "interrupted: nothing was written")

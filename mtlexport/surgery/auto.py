@@ -257,9 +257,17 @@ def choose_widths(
         layer_entries=len(table.used),
         layer_measurements=table.measured,
         search={"passes": result.passes, "moves": result.moves, "predicted_best_multiple": result.best_multiple},
-        seconds=seconds, notes=(table.save_error,) if table.save_error else (),
+        seconds=seconds, notes=_notes(table, variants),
     )
     return dict(final), report
+
+
+def _notes(table: LatencyTable, variants: Sequence[Variant]) -> tuple[str, ...]:
+    notes = [table.save_error] if table.save_error else []
+    if any(v.predicted_ms <= 0 for v in variants):
+        notes.append(f"the layer table predicts savings beyond the dense model's whole measured latency: its entries "
+                     f"were probably timed under heavy load; delete {table.path} and rerun on a quieter machine")
+    return tuple(notes)
 
 
 def _decide(variants: Sequence[Variant]) -> tuple[str, str, str]:

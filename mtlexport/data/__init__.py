@@ -19,6 +19,7 @@ from typing import Any
 from mtlexport.data.base import MultiTaskDataset
 from mtlexport.data.celeba import CelebAMaskHQ
 from mtlexport.data.config import DataConfig
+from mtlexport.data.factory import FactoryData
 from mtlexport.data.labels import (
     IGNORE_INDEX,
     SPLITS,
@@ -35,6 +36,7 @@ DATASETS: Registry[type[MultiTaskDataset]] = Registry("dataset")
 DATASETS.add("synthetic", SyntheticScenes)
 DATASETS.add("nyuv2", NYUv2)
 DATASETS.add("celebamask_hq", CelebAMaskHQ)
+DATASETS.add("factory", FactoryData)  # your own data: data.factory names the function (mtlexport.data.factory)
 
 
 def build_dataset(cfg: DataConfig, split: str) -> MultiTaskDataset:

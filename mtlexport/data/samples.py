@@ -23,6 +23,8 @@ def real_images(data_config: dict[str, Any] | None, count: int, height: int, wid
     """Up to ``count`` images (N, 3, H, W) from the dataset ``data_config`` describes, resized to H x W."""
     if not data_config:
         return None, "the checkpoint has no data config"
+    if data_config.get("name") == "factory":  # never import code a checkpoint names
+        return None, "the checkpoint's data comes from a data factory, which mtlexport imports only when you name it"
     try:
         from mtlexport.data import build_dataset
         from mtlexport.data.config import DataConfig

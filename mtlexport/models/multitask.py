@@ -45,8 +45,16 @@ def resolve_spec(spec: ModelSpec) -> ModelSpec:
     return replace(spec, tasks=tuple(tasks))
 
 
-def create_model(spec: ModelSpec) -> MultiTaskNet:
-    """Build the model ``spec`` describes, slimmed widths included (weights freshly initialised)."""
+def create_model(spec: ModelSpec, factory: str | None = None) -> MultiTaskNet:
+    """Build the model ``spec`` describes, slimmed widths included (weights freshly initialised).
+
+    A spec with ``factory`` set (your own model) is built by that factory, which is imported
+    only when ``factory`` names it too (``mtlexport.models.factory``); the result is then the
+    user's module, not a ``MultiTaskNet``."""
+    if spec.factory or factory:
+        from mtlexport.models.factory import build_user_model
+
+        return build_user_model(spec, factory)  # type: ignore[return-value]
     spec = resolve_spec(spec)
     backbone = BACKBONES.get(spec.backbone.name)(spec.backbone, spec.in_channels)
     heads = {

@@ -20,6 +20,12 @@ DENSE_TASK_TYPES = ("segmentation", "depth", "normals")
 IMAGE_TASK_TYPES = ("attributes",)
 
 
+def _factory_name(where: str, v: Any) -> str:
+    from mtlexport.models.factory import check_factory_name
+
+    return "" if v in ("", None) else check_factory_name(v, where)
+
+
 @dataclass(frozen=True)
 class BackboneSpec:
     """Shared backbone: ``name`` is a key of ``BACKBONES`` (resnet18/34/50, mobilenetv2)."""
@@ -87,6 +93,10 @@ class ModelSpec:
     ``widths`` maps module names (``backbone.layer1.0.conv1``) to the shapes of slimmed layers:
     ``[in, out, groups]`` for convolutions, ``[in, out]`` for linear layers and ``[features]``
     for batch norms. Layers not listed keep the widths the architecture defines.
+
+    ``factory`` (``package.module:function``) makes it your own model: ``factory(**kwargs)``
+    builds it instead of the zoo (``backbone`` and the task heads are then unused); see
+    ``mtlexport.models.factory`` for when that code is imported.
     """
 
     backbone: BackboneSpec
@@ -94,6 +104,8 @@ class ModelSpec:
     in_channels: int = 3
     widths: dict[str, tuple[int, ...]] = field(default_factory=dict)
     name: str = "multitask"
+    factory: str = ""
+    kwargs: dict[str, Any] = field(default_factory=dict)
 
     _where = "model"
     _checks = {
@@ -103,10 +115,17 @@ class ModelSpec:
         "widths": mapping_of(sequence(integer(0), "a list of layer widths (integers >= 0)"),
                              "a mapping of layer names to lists of widths"),
         "name": string(),
+        "factory": _factory_name,
+        "kwargs": mapping_of(lambda where, v: v, "a mapping of keyword arguments for model.factory"),
     }
 
     def __post_init__(self) -> None:
         validate(self)
+        if self.factory and self.backbone != BackboneSpec():
+            raise ConfigError("model.backbone configures the built-in backbones but model.factory builds its own "
+                              "model; remove model.backbone")
+        if self.kwargs and not self.factory:
+            raise ConfigError("model.kwargs are the arguments of model.factory; set model.factory or remove them")
         names = [t.name for t in self.tasks]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -129,14 +148,20 @@ class ModelSpec:
         return replace(self, widths={**self.widths, **widths})
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON/YAML-safe dict (lists instead of tuples)."""
-        return _plain(asdict(self))
+        """Plain JSON/YAML-safe dict (lists instead of tuples); ``factory`` and ``kwargs`` only
+        for your own model."""
+        out = _plain(asdict(self))
+        if not self.factory:
+            del out["factory"], out["kwargs"]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
         """Parse and validate a dict (e.g. the ``model:`` section of a config)."""
         if not isinstance(data, dict):
             raise ConfigError(f"model spec must be a mapping, got {type(data).__name__}")
+        if data.get("factory") and "backbone" not in data:  # your own model: the zoo backbone is unused
+            data = {**data, "backbone": {}}
         return parse_section(cls, "model", data)
 
     def to_json(self) -> str:

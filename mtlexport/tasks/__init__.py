@@ -7,6 +7,7 @@ Add a task type by subclassing ``Task`` in a new module, decorating it with
 
 from mtlexport.models.spec import ModelSpec, TaskSpec
 from mtlexport.tasks import attributes as _attributes  # noqa: F401  (registers task types)
+from mtlexport.tasks import custom as _custom  # noqa: F401
 from mtlexport.tasks import depth as _depth  # noqa: F401
 from mtlexport.tasks import normals as _normals  # noqa: F401
 from mtlexport.tasks import segmentation as _segmentation  # noqa: F401

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from torch import Tensor
 
@@ -53,6 +53,8 @@ class Task(ABC):
 
     def __init__(self, spec: TaskSpec) -> None:
         self.spec = self.resolve(spec)
+        if ":" in self.spec.loss:  # loss: "package.module:function", imported at its first call
+            self.loss = ImportedLoss(self.spec.loss, self.spec.name)  # type: ignore[method-assign]
 
     @property
     def name(self) -> str:
@@ -74,8 +76,13 @@ class Task(ABC):
         if head.kind == "auto":
             head = replace(head, kind="aspp" if cls.dense else "classifier")
         loss = spec.loss or cls.losses[0]
-        if loss not in cls.losses:
-            raise ConfigError(f"task {spec.name!r}: unknown loss {loss!r}; valid: {list(cls.losses)}")
+        if ":" in loss:
+            from mtlexport.models.factory import check_factory_name
+
+            check_factory_name(loss, f"task {spec.name!r} loss")
+        elif loss not in cls.losses:
+            raise ConfigError(f"task {spec.name!r}: unknown loss {loss!r}; valid: {list(cls.losses)} "
+                              "or package.module:function (your own)")
         return replace(spec, num_outputs=num, head=head, loss=loss)
 
     def target_keys(self) -> tuple[str, ...]:
@@ -96,6 +103,26 @@ class Task(ABC):
             return self.tolerances[precision]
         except KeyError:
             raise ConfigError(f"unknown precision {precision!r}; valid: {sorted(self.tolerances)}") from None
+
+
+class ImportedLoss:
+    """A task's ``loss: package.module:function`` override: ``function(pred, batch) -> scalar``,
+    imported from the user's config at the first call (never when a checkpoint is only read)."""
+
+    def __init__(self, name: str, task: str) -> None:
+        self.name, self.task = name, task
+        self._fn: Any = None
+
+    def __call__(self, pred: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        if self._fn is None:
+            from mtlexport.models.factory import import_factory
+
+            self._fn = import_factory(self.name, f"task {self.task!r} loss")
+        value = self._fn(pred, batch)
+        if not isinstance(value, Tensor) or value.numel() != 1:
+            raise ConfigError(f"task {self.task!r} loss {self.name} returned {type(value).__name__}"
+                              f"{list(value.shape) if isinstance(value, Tensor) else ''}; it must return a scalar tensor")
+        return value.reshape(())
 
 
 TASKS: Registry[type[Task]] = Registry("task type")

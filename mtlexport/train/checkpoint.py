@@ -47,12 +47,18 @@ class Checkpoint:
             return data["height"], data["width"]
         return None
 
-    def build_model(self, *, check_finite: bool = True) -> MultiTaskNet:
+    def build_model(self, *, check_finite: bool = True, factory: str | None = None) -> MultiTaskNet:
         """``create_model(spec)`` with the stored weights loaded strictly, in eval mode; weights
         that do not match the spec, or (with ``check_finite``) hold NaN or Inf, raise a
-        CheckpointError naming the tensors."""
+        CheckpointError naming the tensors. A checkpoint of your own model needs ``factory``
+        (the user's ``--model``), equal to the one it records: a file never names code to import."""
         where = self.path or "checkpoint"
-        model = create_model(self.spec)
+        if self.spec.factory or factory:
+            from mtlexport.models.factory import build_user_model
+
+            model = build_user_model(self.spec, factory, where)
+        else:
+            model = create_model(self.spec)
         problem = state_dict_mismatch(model.state_dict(), self.state_dict)
         if problem:
             raise CheckpointError(f"{where}: weights do not match its spec: {problem}; the file was edited "

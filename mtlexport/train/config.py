@@ -309,10 +309,13 @@ def resolve_config(config: TrainConfig, info: Mapping[str, Any] | None = None) -
         where = f"model.tasks[{i}] ({task.name})"
         if task.type == "segmentation":
             classes = info.get("num_classes")
-            if not classes:
+            if not classes and task.num_outputs and data.factory and "segmentation" in keys:
+                pass  # your own data without num_classes: the config's num_outputs says
+            elif not classes:
                 raise ConfigError(f"{where} is a segmentation task but dataset {data.name!r} "
-                                  "has no segmentation labels")
-            if task.num_outputs == 0:
+                                  "has no segmentation labels" + (" (or no num_classes: set the task's num_outputs)"
+                                                                  if data.factory else ""))
+            elif task.num_outputs == 0:
                 task = replace(task, num_outputs=int(classes))
             elif task.num_outputs != classes:
                 raise ConfigError(
@@ -331,4 +334,6 @@ def resolve_config(config: TrainConfig, info: Mapping[str, Any] | None = None) -
                 f"{where}: dataset {data.name!r} has no {task.type!r} labels; it has {sorted(keys)}")
         tasks.append(task)
     model = resolve_spec(replace(config.model, tasks=tuple(tasks)))
+    if model.factory and info.get("channels"):  # your own model takes the images your data has
+        model = replace(model, in_channels=int(info["channels"]))
     return replace(config, model=model, data=data)

@@ -111,7 +111,10 @@ class _Run:
         self.loader = train_loader(self.train_set, cfg.batch_size, ctx, seed=cfg.seed, num_workers=cfg.num_workers)
         self.steps = len(self.loader)
         seed_everything(cfg.seed)
-        self.model = create_model(self.config.model).to(device)
+        # Your own model: the factory named by this (the user's) config; its outputs are checked.
+        self.model = create_model(self.config.model, factory=self.config.model.factory or None).to(device)
+        if self.config.model.factory:
+            _check_user_model(self.model, self.train_set, self.config.model.task_names, device)
         self.weighting = build_loss_weighting(self.config.loss_weighting, self.config.model.task_names).to(device)
         self.net: Any = self.model  # DDP (and SyncBatchNorm) once the optimizer exists: _execute
         self.precision = Precision(cfg.amp, device)
@@ -456,7 +459,7 @@ class _Run:
         test_set = self.test_set
         if len(test_set) == 0:  # type: ignore[arg-type]
             return {}
-        model = best.build_model().to(self.device)
+        model = best.build_model(factory=self.config.model.factory or None).to(self.device)
         test = evaluate(model, self.tasks, eval_loader(test_set, self.config.train.batch_size), self.device)
         save_checkpoint(self.out / BEST, replace(best, metrics={**best.metrics, "test": test}))
         return test
@@ -470,3 +473,17 @@ class _Run:
             images_per_s=self.images / max(self.train_time, 1e-9), seed=self.config.train.seed,
             sparsity=self.sparsity,
         )
+
+
+def _check_user_model(model: torch.nn.Module, dataset: Any, names: tuple[str, ...], device: torch.device) -> None:
+    """One forward of a factory model on the first training image: a dict with every task."""
+    from mtlexport.models.factory import check_outputs
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            outputs = model(dataset[0]["image"].unsqueeze(0).to(device))
+    finally:
+        model.train(was_training)
+    check_outputs(outputs, names, 1, "model.factory")

@@ -49,7 +49,7 @@ def test_not_a_mapping() -> None:
 
 
 def test_unknown_dataset_lists_valid_names() -> None:
-    with pytest.raises(ConfigError, match="celebamask_hq, nyuv2, synthetic"):
+    with pytest.raises(ConfigError, match="celebamask_hq, factory, nyuv2, synthetic"):
         build_dataset(DataConfig(name="imagenet"), "train")
     with pytest.raises(ConfigError, match="synthetic"):
         dataset_info(DataConfig(name="imagenet"))
@@ -61,7 +61,7 @@ def test_bad_split() -> None:
 
 
 def test_registry_names() -> None:
-    assert DATASETS.names() == ["celebamask_hq", "nyuv2", "synthetic"]
+    assert DATASETS.names() == ["celebamask_hq", "factory", "nyuv2", "synthetic"]
 
 
 def test_info_without_data() -> None:

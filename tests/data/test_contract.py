@@ -19,6 +19,8 @@ CONFIGS = {
     "celebamask_hq": lambda tmp: DataConfig(
         name="celebamask_hq", root=str(write_celeba(tmp / "c")), height=16, width=16
     ),
+    "factory": lambda tmp: DataConfig(name="factory", factory="tests.data.user_data:splits", kwargs={"size": 16},
+                                      height=16, width=16),
 }
 
 

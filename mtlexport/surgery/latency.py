@@ -14,7 +14,8 @@ channels) and reorders tensors at the graph's edges: a one-node session pays a r
 input (when its channels fill whole blocks) and of its output that a model pays only where a
 width is not a multiple of the block. The entry therefore subtracts those reorders (read from
 the session's optimised graph, timed as ``reorder`` entries, half a round trip each) where the
-model would not pay them, which is what makes block-aligned widths look as cheap as they are. ``torch`` times the eager layer. ``inductor`` shares the ``torch`` table: on the CPU
+model would not pay them, which is what makes block-aligned widths look as cheap as they are.
+``torch`` times the eager layer. ``inductor`` shares the ``torch`` table: on the CPU
 inductor calls the same ATen convolution / matmul kernels as extern kernels, so per-layer
 costs are the eager ones (the whole-model check then compiles the candidates).
 
@@ -128,7 +129,8 @@ def _padding(conv: nn.Conv2d) -> tuple[int, int]:
     if pad == "valid":
         return 0, 0
     if pad == "same":  # symmetric for the odd kernels torch allows with 'same' and stride 1
-        return tuple(d * (k - 1) // 2 for d, k in zip(_pair(conv.dilation), _pair(conv.kernel_size)))  # type: ignore[return-value]
+        (dh, dw), (kh, kw) = _pair(conv.dilation), _pair(conv.kernel_size)
+        return dh * (kh - 1) // 2, dw * (kw - 1) // 2
     return _pair(pad)
 
 

@@ -196,5 +196,10 @@ def build_units(model: nn.Module, structure: str, scope: str, tasks: Sequence[st
         hi.scatter_reduce_(0, sel, c, "amax")
     owner = torch.where((lo == hi) & (lo < big), lo, torch.full_like(lo, -1))
     macs = build_macs_model(model, graph[1], input_shape, list(chosen))
-    return UnitSpace("channel", gs.names, chosen, tasks, owner, gs.sets.clone(), tuple(gs.labels), seg=seg,
-                     macs=macs, channels=macs.channels_of(gs), groups=gs.to_dict())
+    # Layers (channel sets, named by their root layer) in model order, for per-layer figures.
+    position = {name: i for i, (name, _) in enumerate(model.named_modules())}
+    order = sorted(range(gs.num_sets), key=lambda k: position.get(gs.labels[k], len(position)))
+    rank = torch.empty(max(gs.num_sets, 1), dtype=torch.long)
+    rank[torch.tensor(order, dtype=torch.long)] = torch.arange(len(order))
+    return UnitSpace("channel", gs.names, chosen, tasks, owner, rank[gs.sets], tuple(gs.labels[k] for k in order),
+                     seg=seg, macs=macs, channels=macs.channels_of(gs), groups=gs.to_dict())

@@ -28,6 +28,10 @@ CheckpointArg = Annotated[Path, typer.Argument(help="Checkpoint file (.pt) writt
 OutDirOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder.", metavar="DIR", callback=writable_dir)]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace existing outputs instead of refusing.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
+ModelOpt = Annotated[str | None, typer.Option(
+    "--model", metavar="PKG.MOD:FN", show_default=False,
+    help="Your own model: the factory that builds it (its module importable, e.g. on PYTHONPATH). A checkpoint "
+         "of your model is only loaded with the factory it records; mtlexport never imports code a file names.")]
 
 stdout = Console(soft_wrap=False)
 stderr = Console(stderr=True)

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cli._common import CheckpointArg, JsonOpt, RichReporter, emit_json, make_table, stdout
+from cli._common import CheckpointArg, JsonOpt, ModelOpt, RichReporter, emit_json, make_table, stdout
 
 SplitOpt = Annotated[str, typer.Option("--split", help="Split to evaluate: train, val or test.")]
 DataOpt = Annotated[list[str] | None, typer.Option(
@@ -45,6 +45,7 @@ def register(app: typer.Typer) -> None:
         data: DataOpt = None,
         batch_size: BatchOpt = None,
         device: DeviceOpt = "auto",
+        model: ModelOpt = None,
         json: JsonOpt = False,
     ) -> None:
         """Evaluate a checkpoint on a split, beside trivial baselines scored the same way."""
@@ -56,7 +57,7 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--device must be auto, cpu or cuda, got {device!r}")
         with RichReporter() as reporter:
             result = evaluate_checkpoint(checkpoint, split=split, data_overrides=parse_key_values(data or [], "--data"),
-                                         batch_size=batch_size, device=device, reporter=reporter)
+                                         batch_size=batch_size, device=device, reporter=reporter, factory=model)
         if json:
             emit_json(result.to_dict())
             return

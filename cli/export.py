@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cli._common import CheckpointArg, JsonOpt, OutDirOpt, emit_json, make_table, stdout
+from cli._common import CheckpointArg, JsonOpt, ModelOpt, OutDirOpt, emit_json, make_table, stdout
 
 
 def register(app: typer.Typer) -> None:
@@ -33,18 +33,23 @@ def export(
     tf32: Annotated[bool, typer.Option("--tf32/--no-tf32", help="TensorRT may use TF32 for FP32 layers (its default; "
                                        "the engine is then checked with TF32 tolerances).")] = True,
     real_data: Annotated[bool, typer.Option("--real-data/--no-real-data", help="Also validate on the checkpoint's dataset.")] = True,
+    model: ModelOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Export a checkpoint to a validated, trtexec-ready folder (ONNX, scripts, manifest, engine)."""
     from cli._common import RichReporter
-    from mtlexport.export import BatchRange, ExportOptions, export_model
+    from mtlexport.export import BatchRange, ExportOptions, export_model, export_weights
+    from mtlexport.train.checkpoint import FORMAT, file_format
 
     options = ExportOptions(batch=BatchRange.parse(batch), height=height, width=width, precision=precision,
                             opset=opset, simplify=simplify, engine=engine, trt_version=trt_version,
                             exporter=exporter, workspace_mib=workspace_mib, tf32=tf32, real_data=real_data,
                             formats=tuple(f.strip() for f in formats.split(",") if f.strip()))
     with RichReporter(enabled=not json_out) as reporter:
-        report = export_model(Path(checkpoint), Path(out), options, reporter)
+        if model and file_format(checkpoint) != FORMAT:  # your own model's plain (or slim) state dict
+            report = export_weights(Path(checkpoint), model, Path(out), options, reporter)
+        else:
+            report = export_model(Path(checkpoint), Path(out), options, reporter, factory=model)
     if json_out:
         emit_json(report.to_dict())
         return

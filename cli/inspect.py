@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from cli._common import CheckpointArg, JsonOpt, emit_json, make_table, stdout
+from cli._common import CheckpointArg, JsonOpt, ModelOpt, emit_json, make_table, stdout
 
 LayersOpt = Annotated[bool, typer.Option("--layers/--no-layers", help="Show the per-layer table.")]
 
@@ -16,11 +16,12 @@ def register(app: typer.Typer) -> None:
     """Add the ``inspect`` command to ``app``."""
 
     @app.command("inspect")
-    def inspect_command(checkpoint: CheckpointArg, layers: LayersOpt = True, json: JsonOpt = False) -> None:
+    def inspect_command(checkpoint: CheckpointArg, layers: LayersOpt = True, model: ModelOpt = None,
+                        json: JsonOpt = False) -> None:
         """Summarise a checkpoint: backbone, tasks and heads, parameters, MACs, layers, sparsity."""
         from mtlexport.train import inspect_checkpoint
 
-        report = inspect_checkpoint(checkpoint)
+        report = inspect_checkpoint(checkpoint, factory=model)
         if json:
             emit_json(report.to_dict())
             return
@@ -32,8 +33,12 @@ def render(report: Any, layers: bool) -> None:
     b = report.backbone
     c, h, w = report.input_shape
     stdout.print(f"[bold]{report.checkpoint}[/bold]  (epoch {report.epoch})")
-    stdout.print(f"backbone {b['name']}, output stride {report.output_stride}, deep stem {b['deep_stem']}, "
-                 f"base width {b['base_width']}, width mult {b['width_mult']:g}")
+    if "factory" in b:  # your own model
+        kwargs = ", ".join(f"{k}={v!r}" for k, v in b["kwargs"].items())
+        stdout.print(f"model {b['factory']}({kwargs})", highlight=False)
+    else:
+        stdout.print(f"backbone {b['name']}, output stride {report.output_stride}, deep stem {b['deep_stem']}, "
+                     f"base width {b['base_width']}, width mult {b['width_mult']:g}")
     stdout.print(f"parameters {report.params:,}, MACs/sample {report.macs:,} "
                  f"({report.gflops:.3f} GFLOPs) at {c}x{h}x{w}")
     bad = report.non_finite_tensors
@@ -41,8 +46,10 @@ def render(report: Any, layers: bool) -> None:
         more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
         stdout.print(f"[bold red]non-finite weights (NaN/Inf)[/bold red] in {', '.join(bad[:3])}{more}: "
                      "eval, slim and export refuse this checkpoint", highlight=False)
-    task_rows = [[t["name"], t["type"], t["num_outputs"], t["head"], t["head_width"],
-                  " ".join(str(r) for r in t.get("rates", [])) or "-", report.params_by_part.get(f"heads.{t['name']}")]
+    own = "factory" in b  # your own model's heads are its own: no head settings
+    task_rows = [[t["name"], t["type"], t["num_outputs"], "-" if own else t["head"], None if own else t["head_width"],
+                  "-" if own else " ".join(str(r) for r in t.get("rates", [])) or "-",
+                  report.params_by_part.get(f"heads.{t['name']}")]
                  for t in report.tasks]
     stdout.print(make_table("tasks", ["task", "type", "outputs", "head", "width", "rates", "params"], task_rows))
     if report.sparsity:

@@ -18,7 +18,8 @@ the function) by latency measured on --backend at --batch and --threads, from a 
 table cached under $MTLEXPORT_CACHE_DIR/latency (default ~/.cache/mtlexport/latency), then
 measures the whole slim model against every fixed multiple and keeps the fastest fixed one if
 auto is slower. With --model
-package.module:factory, CKPT is a plain state_dict of the model the factory builds; the output
+package.module:factory, CKPT is a checkpoint of your own model (trained by mtlexport; it must
+record that factory) or a plain state_dict of the model the factory builds; for the latter the output
 holds the state_dict plus a widths map: rebuild it with
 mtlexport.surgery.load_slim_state_dict(path), or factory() + apply_widths(model,
 ckpt["widths"]) + load_state_dict(ckpt["state_dict"])."""
@@ -37,7 +38,7 @@ def slim(
     fold_constants: Annotated[bool, typer.Option("--fold-constants", help="Also remove channels whose producer filter is zero, folding their constant output into consumers where exact.")] = False,
     input_size: Annotated[Optional[int], typer.Option("--input-size", help="Side of the random verification images [default: data config size, else 64].")] = None,
     float64: Annotated[bool, typer.Option("--float64", help="Verify in float64 (no rounding noise; slow on CPU).")] = False,
-    model: Annotated[Optional[str], typer.Option("--model", help="package.module:factory for a plain state_dict checkpoint.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Your own model's package.module:factory: CKPT is its checkpoint (trained by mtlexport, recording that factory) or a plain state_dict.")] = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a per-layer channels PNG.")] = None,
     backend: Annotated[Optional[str], typer.Option("--backend", help="With --round-to auto: ort, torch or inductor [default: ort].")] = None,
     batch: Annotated[Optional[int], typer.Option("--batch", min=1, help="With --round-to auto: batch size to measure at [default: 1].")] = None,
@@ -51,13 +52,18 @@ def slim(
     from mtlexport.surgery import slim_checkpoint, slim_state_dict
 
     rounding = _round_to(round_to)
+    plain = False  # --model with a plain state dict (not a checkpoint of your own model)
+    if model:
+        from mtlexport.train.checkpoint import FORMAT, file_format
+
+        plain = file_format(ckpt) != FORMAT
     given = {k: v for k, v in dict(backend=backend, batch=batch, threads=threads, duration_s=duration_s,
                                    warmup_ms=warmup_ms, layer_ms=layer_ms).items() if v is not None}
     auto = None
     if rounding == "auto":
         from mtlexport.surgery.auto import AutoOptions
 
-        if model:
+        if plain:
             raise ConfigError("--round-to auto needs an mtlexport checkpoint (the bench runners load one); "
                               "slim a plain state dict with a fixed --round-to N")
         auto = AutoOptions(**given)
@@ -67,10 +73,10 @@ def slim(
     with RichReporter(enabled=not json_out) as reporter:
         options = dict(round_to=rounding, tol=tol, fold_constants=fold_constants, input_size=input_size,
                        float64=float64, reporter=reporter)
-        if model:
+        if plain:
             report = slim_state_dict(ckpt, model, out, **options)
         else:
-            report = slim_checkpoint(ckpt, out, auto=auto, **options)
+            report = slim_checkpoint(ckpt, out, auto=auto, factory=model, **options)
     if plot is not None:
         from mtlexport.surgery.plot import plot_channels
 

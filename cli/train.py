@@ -7,7 +7,9 @@ from typing import Annotated, Any
 
 import typer
 
-from cli._common import ForceOpt, JsonOpt, OutDirOpt, RichReporter, emit_json, interrupt_note, make_table, stdout
+from cli._common import (
+    ForceOpt, JsonOpt, ModelOpt, OutDirOpt, RichReporter, emit_json, interrupt_note, make_table, stdout,
+)
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Training config (YAML).", metavar="FILE",
                                          show_default=False)]
@@ -29,6 +31,7 @@ def register(app: typer.Typer) -> None:
         resume: ResumeOpt = False,
         force: ForceOpt = False,
         trials: TrialsOpt = 1,
+        model: ModelOpt = None,
         json: JsonOpt = False,
     ) -> None:
         """Train a multi-task model; writes last.pt, best.pt, metrics.jsonl and sparsity.jsonl.
@@ -36,7 +39,7 @@ def register(app: typer.Typer) -> None:
         An existing run in --out is refused unless --resume (continue it) or --force (replace it)."""
         from mtlexport.train import TrainConfig, train, train_trials
 
-        cfg = TrainConfig.from_file(config, set_ or ())
+        cfg = TrainConfig.from_file(config, set_ or (), factory=model)
         interrupt_note.set(lambda: kept_runs(out))
         with RichReporter() as reporter:
             if trials > 1:

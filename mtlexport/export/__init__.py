@@ -68,7 +68,7 @@ be written after export and are not covered by the SHA-256 check (see ``manifest
     engine_files  the same for the engine artifacts present at export time (not verified)
 """
 
-from mtlexport.export.exporter import ExportReport, export_model, export_network
+from mtlexport.export.exporter import ExportReport, export_model, export_network, export_weights
 from mtlexport.export.manifest import ExportManifest, load_export_dir
 from mtlexport.export.options import BatchRange, ExportOptions, choose_trt_major
 from mtlexport.export.trtexec import BenchSettings
@@ -84,5 +84,6 @@ __all__ = [
     "choose_trt_major",
     "export_model",
     "export_network",
+    "export_weights",
     "load_export_dir",
 ]

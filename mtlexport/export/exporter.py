@@ -58,15 +58,30 @@ class ExportReport:
 
 
 def export_model(checkpoint: Path, out_dir: Path, options: ExportOptions,
-                 reporter: Reporter | None = None) -> ExportReport:
-    """Export a checkpoint into ``out_dir`` (replaced atomically; left untouched on any failure)."""
+                 reporter: Reporter | None = None, *, factory: str | None = None) -> ExportReport:
+    """Export a checkpoint into ``out_dir`` (replaced atomically; left untouched on any failure).
+
+    A checkpoint of your own model needs ``factory`` (``--model``), the one it records."""
     from mtlexport.train.checkpoint import load_checkpoint
 
     checkpoint = Path(checkpoint)
     ckpt = load_checkpoint(checkpoint)
     source = {"checkpoint": str(checkpoint.resolve()), "sha256": sha256_file(checkpoint), "epoch": ckpt.epoch}
-    return export_network(ckpt.build_model(), ckpt.spec, Path(out_dir), options,
+    return export_network(ckpt.build_model(factory=factory), ckpt.spec, Path(out_dir), options,
                           data_config=ckpt.config.get("data"), source=source, reporter=reporter)
+
+
+def export_weights(weights: Path, factory: str, out_dir: Path, options: ExportOptions,
+                   reporter: Reporter | None = None) -> ExportReport:
+    """Export your own model from a plain ``state_dict`` file (or a ``slim --model`` output):
+    ``factory`` builds it; the outputs are named as ``forward`` returns them."""
+    from mtlexport.models.factory import weights_checkpoint
+
+    weights = Path(weights)
+    ckpt = weights_checkpoint(weights, factory, (options.height or 64, options.width or 64))
+    source = {"checkpoint": str(weights.resolve()), "sha256": sha256_file(weights), "epoch": 0}
+    return export_network(ckpt.build_model(factory=factory), ckpt.spec, Path(out_dir), options, source=source,
+                          reporter=reporter)
 
 
 def export_network(model: nn.Module, spec: ModelSpec, out_dir: Path, options: ExportOptions, *,
@@ -297,7 +312,8 @@ def _manifest(spec: ModelSpec, model: nn.Module, tasks: dict[str, Any], options:
                                                        options.optimization_level, options.tf32),
                     "bench_flags": trtexec.bench_flags(major, b, chw, settings), "bench": settings.to_dict(),
                     "runtime": settings.runtime(), "runtime_defaults": trtexec.RUNTIME_DEFAULTS[major]},
-        "source": {**source, "spec": {"name": spec.name, "backbone": spec.backbone.name,
+        "source": {**source, "spec": {"name": spec.name, "backbone": "factory" if spec.factory else spec.backbone.name,
+                                      "factory": spec.factory or None,
                                       "output_stride": spec.backbone.output_stride,
                                       "tasks": [{"name": t.name, "type": t.type} for t in spec.tasks],
                                       "widths_count": len(spec.widths), "params": profile.params,

@@ -25,7 +25,7 @@ from mtlexport.errors import CheckpointError, ConfigError
 _NAME = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
 __all__ = ["build_user_model", "call_factory", "check_factory_name", "check_outputs", "import_factory",
-           "trusted_factory"]
+           "trusted_factory", "weights_checkpoint"]
 
 
 def check_factory_name(text: Any, where: str = "--model") -> str:
@@ -114,3 +114,47 @@ def check_outputs(outputs: Any, task_names: tuple[str, ...], batch: int, where: 
 
 def _short(text: str) -> str:
     return repr(text) if len(text) <= 80 else repr(text[:77] + "...")
+
+
+def weights_checkpoint(path: str | Path, factory: str, size: tuple[int, int] = (64, 64)) -> Any:
+    """Your own model from a plain ``state_dict`` file (or a ``slim --model`` state dict, whose
+    recorded factory must be ``factory``) as an in-memory ``Checkpoint``: one ``custom`` task
+    per output of ``forward`` (names and order as it returns them, generic export tolerances),
+    ``in_channels`` from the first convolution, the slim widths when there are any."""
+    import torch
+
+    from mtlexport.models.spec import BackboneSpec, ModelSpec, TaskSpec
+    from mtlexport.models.widths import apply_widths
+    from mtlexport.train.checkpoint import Checkpoint, read_weights_only
+
+    raw = read_weights_only(path, "state dict")
+    widths: dict[str, tuple[int, ...]] = {}
+    if isinstance(raw, dict) and raw.get("format") == "mtlexport.slim_state_dict":
+        trusted_factory(str(raw.get("factory") or "?"), factory, path)
+        widths = {k: tuple(v) for k, v in (raw.get("widths") or {}).items()}
+        raw = raw.get("state_dict")
+    elif isinstance(raw, dict) and isinstance(raw.get("state_dict"), dict):
+        raw = raw["state_dict"]
+    if not isinstance(raw, dict) or not raw or not all(isinstance(v, Tensor) for v in raw.values()):
+        raise CheckpointError(f"{path} is not a state dict (a dict of tensors) for --model {factory}")
+    model = call_factory(factory, {}, "--model")
+    apply_widths(model, widths)
+    try:
+        model.load_state_dict(raw, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"{path} does not match the model {factory} builds ({first})") from None
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise ConfigError(f"{factory} builds a model without a Conv2d layer; mtlexport handles image models")
+    channels = convs[0].in_channels
+    model.eval()
+    with torch.no_grad():
+        outputs = model(torch.zeros(1, channels, *size))
+    if not isinstance(outputs, Mapping):
+        check_outputs(outputs, (), 1, f"--model {factory}")
+    names = tuple(str(k) for k in outputs)
+    check_outputs(outputs, names, 1, f"--model {factory}")
+    spec = ModelSpec(backbone=BackboneSpec(), tasks=tuple(TaskSpec(name=n, type="custom") for n in names),
+                     in_channels=channels, widths=widths, factory=factory)
+    return Checkpoint(spec=spec, state_dict=model.state_dict(), path=Path(path))

@@ -16,7 +16,6 @@ Rebuild it with ``load_slim_state_dict(path)``, or by hand::
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -58,8 +57,12 @@ def slim_checkpoint(
     float64: bool = False,
     auto: AutoOptions | None = None,
     reporter: Reporter | None = None,
+    factory: str | None = None,
 ) -> SlimReport:
     """Slim an mtlexport checkpoint and write ``out`` (default ``<stem>.slim.pt``) atomically.
+
+    A checkpoint of your own model needs ``factory`` (``--model``), the one it records; the
+    slim checkpoint records it too, with the new per-layer widths.
 
     Verifies on random inputs of ``input_size`` (default: the data config's size, else 64) and
     on a batch of the checkpoint's data when it can be built, in float32 (``float64=True`` for
@@ -73,7 +76,10 @@ def slim_checkpoint(
         raise ConfigError("latency options (backend, batch, threads) apply only with --round-to auto")
     reporter = reporter or NullReporter()
     ckpt = load_checkpoint(path)
-    model = ckpt.build_model()
+    model = ckpt.build_model(factory=factory)
+    if ckpt.spec.factory and round_to == AUTO:
+        raise ConfigError("--round-to auto measures models through mtlexport's bench runners, which do not build "
+                          "your own model yet; use a fixed --round-to N (e.g. 8)")
     data_cfg = ckpt.config.get("data") if isinstance(ckpt.config, dict) else None
     size = _size(input_size, ckpt.data_size)
     c = ckpt.spec.in_channels
@@ -150,11 +156,17 @@ def slim_state_dict(
 
 
 def load_slim_state_dict(path: str | Path, factory: str | Callable[[], nn.Module] | None = None) -> nn.Module:
-    """Rebuild a model written by ``slim_state_dict``: factory, ``apply_widths``, weights."""
+    """Rebuild a model written by ``slim_state_dict``: factory, ``apply_widths``, weights.
+
+    ``factory`` is the one you trust (the file records one, which is never imported by itself):
+    a ``package.module:function`` string must equal the recorded one; a callable is used as it is."""
+    from mtlexport.models.factory import trusted_factory
+
     raw = read_weights_only(path, "state dict")
     if not isinstance(raw, dict) or raw.get("format") != STATE_FORMAT:
         raise CheckpointError(f"{path} is not a slim state dict ('{STATE_FORMAT}')")
-    factory = factory or raw["factory"]
+    if not callable(factory):
+        factory = trusted_factory(str(raw.get("factory") or "?"), factory, path)
     model = build_from_factory(factory) if isinstance(factory, str) else factory()
     apply_widths(model, {k: tuple(v) for k, v in raw["widths"].items()})
     model.load_state_dict(raw["state_dict"], strict=True)
@@ -163,20 +175,9 @@ def load_slim_state_dict(path: str | Path, factory: str | Callable[[], nn.Module
 
 def build_from_factory(spec: str) -> nn.Module:
     """Call ``package.module:factory`` (no arguments) and check it returns an ``nn.Module``."""
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise ConfigError(f"--model must look like package.module:factory, got {spec!r}")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"cannot import {module_name!r} for --model: {exc}") from None
-    fn = getattr(module, attr, None)
-    if not callable(fn):
-        raise ConfigError(f"{module_name!r} has no callable {attr!r}")
-    model = fn()
-    if not isinstance(model, nn.Module):
-        raise ConfigError(f"{spec} returned a {type(model).__name__}, not a torch.nn.Module")
-    return model
+    from mtlexport.models.factory import call_factory
+
+    return call_factory(spec, {}, "--model")
 
 
 def real_batch(data_cfg: dict[str, Any] | None, size: tuple[int, int] | None,

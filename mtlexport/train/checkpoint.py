@@ -175,6 +175,14 @@ def read_weights_only(path: str | Path, what: str = "checkpoint") -> Any:
         raise CheckpointError(f"cannot read {what} {p}: {first[:200]}") from None
 
 
+def file_format(path: str | Path) -> str:
+    """The ``format`` tag of a ``.pt`` file (``mtlexport.checkpoint``, ``mtlexport.slim_state_dict``),
+    or '' for a plain state dict; unreadable files raise the usual one-line CheckpointError."""
+    raw = read_weights_only(path)
+    tag = raw.get("format") if isinstance(raw, dict) else None
+    return tag if isinstance(tag, str) else ""
+
+
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Read a checkpoint with ``weights_only=True``; every failure is a one-line CheckpointError."""
     p = Path(path)

@@ -223,9 +223,18 @@ class TrainConfig:
         return cls(**kwargs)
 
     @classmethod
-    def from_file(cls, path: str | Path, overrides: Iterable[str] = ()) -> TrainConfig:
-        """Read a YAML/JSON file and apply ``section.key=value`` overrides before validating."""
-        return cls.from_dict(apply_overrides(read_config_file(path), overrides))
+    def from_file(cls, path: str | Path, overrides: Iterable[str] = (), *, factory: str | None = None) -> TrainConfig:
+        """Read a YAML/JSON file and apply ``section.key=value`` overrides before validating;
+        ``factory`` (``--model``) sets ``model.factory`` (a different one in the file is refused)."""
+        data = apply_overrides(read_config_file(path), overrides)
+        if factory:
+            model = data.get("model")
+            named = model.get("factory") if isinstance(model, dict) else None
+            if named and named != factory:
+                raise ConfigError(f"--model {factory} differs from model.factory {named} in {path}; pass the same "
+                                  "factory or leave one of them out")
+            data["model"] = {**(model if isinstance(model, dict) else {}), "factory": factory}
+        return cls.from_dict(data)
 
     def to_yaml(self) -> str:
         """YAML text of ``to_dict()``."""

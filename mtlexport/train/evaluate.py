@@ -83,9 +83,13 @@ def evaluate_checkpoint(
     *,
     baselines: bool = True,
     reporter: Reporter | None = None,
+    factory: str | None = None,
 ) -> EvalResult:
     """Load a checkpoint and score every task on ``split`` of its data (``data_overrides``
-    replace fields of the checkpoint's ``data`` config), with trivial baselines beside it."""
+    replace fields of the checkpoint's ``data`` config), with trivial baselines beside it.
+
+    Your own model needs ``factory`` (``--model``); your own data needs ``data_overrides``
+    to name its ``factory`` (a checkpoint's recorded factories are never imported by themselves)."""
     from mtlexport.train.baselines import BaselinePredictor, fit_baselines
     from mtlexport.train.checkpoint import load_checkpoint
     from mtlexport.train.distributed import DistContext, device_for
@@ -93,8 +97,13 @@ def evaluate_checkpoint(
 
     reporter = reporter or NullReporter()
     ckpt = load_checkpoint(path)
-    model = ckpt.build_model()  # before any data work: mismatched or non-finite weights fail at once
-    data_cfg = DataConfig.from_dict({**(ckpt.config.get("data") or {}), **dict(data_overrides or {})})
+    model = ckpt.build_model(factory=factory)  # before any data work: bad weights fail at once
+    stored = dict(ckpt.config.get("data") or {})
+    if stored.get("name") == "factory" and not (data_overrides or {}).get("factory"):
+        raise DataError(f"{path} was trained on data from factory {stored.get('factory')!r}; mtlexport never imports "
+                        "code a checkpoint names: pass --data factory=package.module:function, the data factory you "
+                        "trust")
+    data_cfg = DataConfig.from_dict({**stored, **dict(data_overrides or {})})
     dev = device_for(DistContext(), device)
     bs = batch_size or int((ckpt.config.get("train") or {}).get("batch_size", 16))
     dataset = open_split(data_cfg, split)

@@ -62,14 +62,16 @@ class InspectReport:
         return out
 
 
-def inspect_checkpoint(path: str | Path, input_size: tuple[int, int] | None = None) -> InspectReport:
+def inspect_checkpoint(path: str | Path, input_size: tuple[int, int] | None = None, *,
+                       factory: str | None = None) -> InspectReport:
     """Summarise the checkpoint at ``path``; MACs are per sample at ``input_size`` (H, W),
-    by default the size of the data it was trained on (256x256 when unknown)."""
+    by default the size of the data it was trained on (256x256 when unknown). Your own model
+    needs ``factory`` (``--model``), the one the checkpoint records."""
     from mtlexport.train.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(path)
     # inspect is how a broken checkpoint is diagnosed: it reports non-finite tensors, others refuse them.
-    model = ckpt.build_model(check_finite=False)
+    model = ckpt.build_model(check_finite=False, factory=factory)
     non_finite = [name for name, t in ckpt.state_dict.items()
                   if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all())]
     spec = ckpt.spec
@@ -77,10 +79,14 @@ def inspect_checkpoint(path: str | Path, input_size: tuple[int, int] | None = No
     profile = profile_model(model, (spec.in_channels, h, w))
     scope = (ckpt.config.get("optimizer") or {}).get("group_scope", "backbone")
     sparsity, zeros = _sparsity(model, scope)
-    parts = {"backbone": _count(model.backbone)}
-    parts.update({f"heads.{name}": _count(head) for name, head in model.heads.items()})
+    if spec.factory:  # your own model: its top-level modules
+        parts = {name: _count(child) for name, child in model.named_children()}
+    else:
+        parts = {"backbone": _count(model.backbone)}
+        parts.update({f"heads.{name}": _count(head) for name, head in model.heads.items()})
     return InspectReport(
-        checkpoint=str(path), name=spec.name, backbone=asdict(spec.backbone),
+        checkpoint=str(path), name=spec.name,
+        backbone={"factory": spec.factory, "kwargs": dict(spec.kwargs)} if spec.factory else asdict(spec.backbone),
         output_stride=spec.backbone.output_stride, in_channels=spec.in_channels,
         tasks=[_task_row(t) for t in spec.tasks], params=profile.params, params_by_part=parts,
         macs=profile.macs, gflops=profile.gflops, input_shape=profile.input_shape,

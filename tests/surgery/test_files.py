@@ -106,7 +106,7 @@ def test_any_model_via_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     report = slim_state_dict(path, "toy_models:toy_net", input_size=16)
     assert report.passed and report.kept["grouped"] >= 2
 
-    slim = load_slim_state_dict(default_output(path))
+    slim = load_slim_state_dict(default_output(path), "toy_models:toy_net")
     widths = {n: (m.in_channels, m.out_channels, m.groups) for n, m in slim.named_modules()
               if isinstance(m, torch.nn.Conv2d)}
     assert widths["branch_a.0"][1] == 6 and widths["branch_b.0"][1] == 7 and widths["expand.0"][:2] == (13, 22)

@@ -15,7 +15,11 @@ task t's loss alone (paper eq. 6-17); each task keeps its top units and the arbi
   magnitude at the cosine-decayed rate ``drop_fraction / 2 * (1 + cos(pi * t / T_end))`` and
   regrow by each task's gradient magnitude on the current batch, through the arbiter.
 
-Channel variant (``structure: channel``): a unit's saliency is the sum over its weights.
+Channel variant (``structure: channel``): a unit's saliency is the mean over its weights
+(``options.channel_score: sum`` for the plain sum: it grows with the group's size, so the small
+groups go first, e.g. every ASPP branch of a head on the quick config, which kills the head;
+the mean ranks channels by saliency per weight, i.e. per MAC removed). Every layer (channel
+set, or weight tensor) keeps its most salient unit, so no layer collapses.
 Per-task keep ratios are calibrated (``arbiter.calibrate``) so the arbitrated mask meets the
 target exactly (within one unit); regrowth is calibrated to restore it. The layer-wise IoU of
 the task masks (the paper's "watershed" analysis) is kept in ``report``/``state_dict``.
@@ -50,9 +54,10 @@ class DiSparseOptions:
     update_every: int = 50
     drop_fraction: float = 0.5
     stop_at: float | None = None
+    channel_score: str = "mean"
 
     _checks = {"batches": integer(1), "score": choice("gradflow", "magnitude"), "update_every": integer(1),
-               "drop_fraction": fraction, "stop_at": optional(fraction)}
+               "drop_fraction": fraction, "stop_at": optional(fraction), "channel_score": choice("mean", "sum")}
 
 
 def saliency(variant: str, grad: Tensor, weight: Tensor, score: str = "gradflow") -> Tensor:
@@ -110,16 +115,35 @@ class DiSparse(Sparsifier):
         self.masks = self.units.masks(self.keep)
         self.units.apply(self.masks)
 
-    def _scores(self, grads: list[list[Tensor]]) -> Tensor:
+    def _scores(self, grads: list[list[Tensor]], variant: str | None = None) -> Tensor:
         params = self.units.params
-        variant, score = self.config.variant, self.opts.score
-        return torch.stack([self.units.reduce([saliency(variant, g, p.detach(), score) for g, p in zip(gs, params)])
-                            for gs in grads])
+        variant, score = variant or self.config.variant, self.opts.score
+        scores = torch.stack([self.units.reduce([saliency(variant, g, p.detach(), score)
+                                                 for g, p in zip(gs, params)]) for gs in grads])
+        if self.units.seg is not None and self.opts.channel_score == "mean":
+            scores = scores / self.units.sizes.view(1, -1)
+        return scores
 
-    def _calibrate(self, scores: Tensor, **kwargs: Any) -> Any:
+    def _floor(self, scores: Tensor) -> Tensor:
+        """(U,) the most salient unit of every layer (summed over tasks of score / task maximum)."""
+        total = (scores / scores.amax(dim=1, keepdim=True).clamp_min(1e-30)).sum(dim=0)
+        n = len(self.units.layers)
+        best = torch.full((n,), -1.0, dtype=torch.float64).scatter_reduce(0, self.units.layer, total.double(),
+                                                                           "amax")
+        first = torch.full((n,), self.units.num_units, dtype=torch.long).scatter_reduce(
+            0, self.units.layer, torch.where(total.double() == best[self.units.layer],
+                                             torch.arange(self.units.num_units),
+                                             torch.full_like(self.units.layer, self.units.num_units)), "amin")
+        floor = torch.zeros(self.units.num_units, dtype=torch.bool)
+        floor[first[first < self.units.num_units]] = True
+        return floor
+
+    def _calibrate(self, scores: Tensor, base: Tensor | None = None, **kwargs: Any) -> Any:
         what = "MACs target" if self.kind == "macs" else "sparsity target"
+        floor = self._floor(scores)
+        base = floor if base is None else base | floor
         return calibrate(scores, self.units.owner, self.value, self.goal, rule=self.config.arbiter, what=what,
-                         **kwargs)
+                         base=base, **kwargs)
 
     # ------------------------------------------------------------------ lifecycle
     def setup(self, batches: Iterable[Mapping[str, Tensor]]) -> None:
@@ -192,7 +216,7 @@ class DiSparse(Sparsifier):
         dropped[candidates[order]] = True
         after = active & ~dropped
         grads = task_gradients(self.ctx.model, self.ctx.tasks, [batch], units.params, self.ctx.device, 1)
-        scores = torch.stack([units.reduce([g.abs() for g in gs]) for gs in grads])
+        scores = self._scores(grads, "dynamic")
         cal = self._calibrate(scores, base=after, candidates=~after & ~dropped)
         self.iou = layer_iou(cal.task_keep | after.view(1, -1), units)
         self.updates += 1

@@ -58,6 +58,11 @@ def test_channel_zeros_are_removed_by_slim_exactly(tmp_path: Path, name: str, ex
     assert report.removed == int(macs.removed(dead).sum()) > 0
     assert report.macs_after / report.macs_before == pytest.approx(predicted, abs=0.005)  # the MACs model's accuracy
     assert records(run)[best.epoch - 1]["landed"] is True
+    if name == "disparse":  # no layer collapses: every channel set keeps a unit
+        state = best.extra["sparsifier"]
+        sets = torch.as_tensor(state["groups"]["sets"])
+        kept = torch.zeros(int(sets.max()) + 1).index_add_(0, sets, state["keep"].float())
+        assert bool((kept > 0).all())
 
 
 def test_disparse_element_hits_the_sparsity_within_one_weight(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cli._common import JsonOpt, RichReporter, emit_json, make_table, stdout
+from cli._common import JsonOpt, ModelOpt, RichReporter, emit_json, make_table, stdout
 
 EngineOpt = Annotated[Path, typer.Option("--engine", "-e", help="A .pt checkpoint, .onnx, .plan or export directory.",
                                          show_default=False)]
@@ -49,6 +49,7 @@ def bench(
     csv_path: Annotated[Path | None, typer.Option("--csv", help="Write one CSV row per result.", show_default=False)] = None,
     plot: Annotated[Path | None, typer.Option("--plot", help="PNG of latency and throughput vs batch size.",
                                               show_default=False)] = None,
+    model: ModelOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Measure latency (trtexec statistics) and throughput of a model on one or more backends."""
@@ -68,14 +69,19 @@ def bench(
         input_size=parse_size(input_size) if input_size else None,
     )
     sizes = parse_batches(batch)
+    engines: list[Any] = [engine] + ([compare_with] if compare_with is not None else [])
+    if model:  # your own model: its checkpoints (or plain state dicts) load through the factory named here
+        from mtlexport.bench import load_source
+
+        engines = [load_source(e, settings.input_size, precision=precision, factory=model) for e in engines]
     with RichReporter() as reporter:
         if compare_with is not None:
             if backends and len(backends) > 1:
                 raise ConfigError("--compare measures one backend; pass a single --backend")
-            report = compare(engine, compare_with, backend=backends[0] if backends else None, batches=sizes,
+            report = compare(engines[0], engines[1], backend=backends[0] if backends else None, batches=sizes,
                              settings=settings, rounds=rounds, reporter=reporter)
         else:
-            report = bench_models([engine], backends=backends, batches=sizes, settings=settings, reporter=reporter)
+            report = bench_models(engines, backends=backends, batches=sizes, settings=settings, reporter=reporter)
     written: list[Path] = []
     if export_times is not None:
         written += write_export_times(export_times, report.results)

@@ -43,6 +43,7 @@ class ModelSource:
     tolerances: dict[str, tuple[float, float]] = field(default_factory=dict)
     tolerance_sets: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
     plan_precision: str | None = None
+    factory: str | None = None  # your own model: the --model the user named
 
     @property
     def default_backend(self) -> str:
@@ -57,6 +58,12 @@ class ModelSource:
     def opt_batch(self) -> int | None:
         return self.batch_range[1] if self.batch_range else None
 
+    def build_model(self) -> Any:
+        """The PyTorch model of ``checkpoint`` in eval mode (your own model through ``factory``)."""
+        if self.checkpoint is None:
+            raise ConfigError(f"{self.path} is a {self.kind}, not a .pt checkpoint")
+        return checkpoint_of(self.checkpoint, self.factory, self.input_shape).build_model(factory=self.factory)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "path": str(self.path), "kind": self.kind, "label": self.label, "input_name": self.input_name,
@@ -67,9 +74,15 @@ class ModelSource:
 
 
 def load_source(path: str | Path, input_size: tuple[int, int] | None = None, label: str | None = None,
-                precision: str = "fp32") -> ModelSource:
-    """Resolve ``path`` (.pt, .onnx, .plan/.engine or an export directory) into a ModelSource."""
+                precision: str = "fp32", *, factory: str | None = None) -> ModelSource:
+    """Resolve ``path`` (.pt, .onnx, .plan/.engine or an export directory) into a ModelSource.
+
+    ``factory`` (``--model``) loads a checkpoint of your own model, or a plain state dict of it."""
     p = Path(path)
+    if factory and p.suffix.lower() in (".pt", ".pth"):
+        return replace(_from_checkpoint(p, input_size, label, precision, factory), factory=factory)
+    if factory:  # an export folder's checkpoint, for the torch backend
+        return replace(load_source(p, input_size, label, precision), factory=factory)
     if not p.exists():
         raise ConfigError(f"--engine {p} does not exist; pass a .pt checkpoint, a .onnx, a .plan or an export directory")
     if p.is_dir():
@@ -99,15 +112,29 @@ def _manifest_dir_of(p: Path) -> Path | None:
     return p.parent if (p.parent / "manifest.json").is_file() else None
 
 
-def _from_checkpoint(p: Path, input_size: tuple[int, int] | None, label: str | None, precision: str) -> ModelSource:
+def checkpoint_of(p: Path, factory: str | None, input_shape: tuple[int, ...] | None = None) -> Any:
+    """``load_checkpoint(p)``; with ``factory``, a plain state dict of your own model is accepted too."""
+    from mtlexport.train.checkpoint import FORMAT, file_format, load_checkpoint
+
+    if factory and file_format(p) != FORMAT:
+        from mtlexport.models.factory import weights_checkpoint
+
+        size = tuple(input_shape[1:]) if input_shape else DEFAULT_SIZE
+        return weights_checkpoint(p, factory, size)  # type: ignore[arg-type]
+    return load_checkpoint(p)
+
+
+def _from_checkpoint(p: Path, input_size: tuple[int, int] | None, label: str | None, precision: str,
+                     factory: str | None = None) -> ModelSource:
     from mtlexport.models.profile import profile_model
     from mtlexport.tasks import build_tasks
-    from mtlexport.train.checkpoint import load_checkpoint
 
-    ckpt = load_checkpoint(p)
+    if not p.exists():
+        raise ConfigError(f"--engine {p} does not exist; pass a .pt checkpoint, a .onnx, a .plan or an export directory")
+    ckpt = checkpoint_of(p, factory, (3, *input_size) if input_size else None)
     size = input_size or ckpt.data_size or DEFAULT_SIZE
     shape = (ckpt.spec.in_channels, *size)
-    model = ckpt.build_model()
+    model = ckpt.build_model(factory=factory)
     macs = profile_model(model, shape).macs
     tasks = build_tasks(ckpt.spec)
     sets: dict[str, dict[str, tuple[float, float]]] = {}
@@ -236,15 +263,16 @@ def load_references(source: ModelSource, ref_batch: int) -> dict[str, np.ndarray
     return out
 
 
-def export_checkpoint_onnx(checkpoint: Path, input_shape: tuple[int, int, int], target: Path) -> Path:
+def export_checkpoint_onnx(checkpoint: Path, input_shape: tuple[int, int, int], target: Path,
+                           factory: str | None = None) -> Path:
     """Export a checkpoint to ONNX (dynamic batch, outputs in spec order) so ORT can run it,
     with the export package's fast TorchScript exporter (no validation: a bench-only file)."""
     import torch
 
     from mtlexport.export.onnx_export import export_onnx
-    from mtlexport.train.checkpoint import load_checkpoint
 
-    ckpt = load_checkpoint(checkpoint)
+    ckpt = checkpoint_of(checkpoint, factory, input_shape)
     example = torch.zeros(2, *input_shape)
-    export_onnx(ckpt.build_model(), target, ckpt.spec.task_names, example, opset=18, exporter="torchscript")
+    export_onnx(ckpt.build_model(factory=factory), target, ckpt.spec.task_names, example, opset=18,
+                exporter="torchscript")
     return target

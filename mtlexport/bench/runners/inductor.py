@@ -78,14 +78,13 @@ class InductorRunner(Runner):
                                           "clang++, or set CXX)")
         if s.precision == "fp16" and s.device != "cuda":
             raise ConfigError("inductor fp16 (autocast) needs --device cuda")
-        from mtlexport.train.checkpoint import load_checkpoint
 
         self._torch = torch
         self._device = torch.device(s.device)
-        model = load_checkpoint(self.source.checkpoint).build_model().to(self._device).eval()
+        model = self.source.build_model().to(self._device).eval()
         if s.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        self._names = tuple(model.task_names)
+        self._names = tuple(self.source.output_names or model.task_names)
         self._old_threads = torch.get_num_threads()
         if s.threads is not None:  # before compiling: CPU kernels take the thread count then
             torch.set_num_threads(s.threads)

@@ -121,7 +121,7 @@ class OrtRunner(Runner):
             if self.scratch is None:
                 raise ConfigError("backend ort on a checkpoint needs a scratch folder to export ONNX into")
             folder = Path(tempfile.mkdtemp(prefix="onnx-", dir=self.scratch))
-            return export_checkpoint_onnx(src.checkpoint, src.input_shape, folder / "model.onnx")
+            return export_checkpoint_onnx(src.checkpoint, src.input_shape, folder / "model.onnx", src.factory)
         raise ConfigError(f"backend ort needs a .onnx, an export directory or a checkpoint; {src.path} is a {src.kind}")
 
     def _prepare_impl(self, images: np.ndarray) -> None:

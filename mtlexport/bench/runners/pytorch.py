@@ -30,15 +30,14 @@ class TorchRunner(Runner):
             raise BackendUnavailableError(f"--device cuda: torch {torch.__version__} sees no CUDA GPU here")
         if s.precision == "fp16" and s.device != "cuda":
             raise ConfigError("torch fp16 (autocast) needs --device cuda")
-        from mtlexport.train.checkpoint import load_checkpoint
 
         self._torch = torch
         self._device = torch.device(s.device)
-        model = load_checkpoint(self.source.checkpoint).build_model().to(self._device)
+        model = self.source.build_model().to(self._device)
         if s.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self._model = model.eval()
-        self._names = tuple(self._model.task_names)
+        self._names = tuple(self.source.output_names or self._model.task_names)
         self._old_threads = torch.get_num_threads()
         if s.threads is not None:
             torch.set_num_threads(s.threads)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from cli._common import ForceOpt, JsonOpt, RichReporter, emit_json, interrupt_note, make_table, stdout
-from mtlexport.demo import DEFAULT_LAMBDA, DemoOptions
+from mtlexport.demo import DEFAULT_TARGET, DemoOptions
 
 HELP = """Train a dense and a group-sparse model, slim, export and benchmark them: one table.
 
@@ -28,8 +28,11 @@ def demo(
     skip_train: Annotated[bool, typer.Option("--skip-train", help="Reuse the sample checkpoints instead of training.")] = False,
     config: Annotated[Path | None, typer.Option("--config", "-c", metavar="FILE", help="Training config.",
                                                 show_default="the bundled quick.yaml")] = None,
-    lam: Annotated[float | None, typer.Option("--lambda", help="Group-lasso strength of the sparse run.",
-                                              show_default=str(DEFAULT_LAMBDA))] = None,
+    target_macs: Annotated[float | None, typer.Option(
+        "--target-macs", help="MACs ratio (slim / dense) the sparse run lands on; lambda adapts.",
+        show_default=str(DEFAULT_TARGET))] = None,
+    lam: Annotated[float | None, typer.Option("--lambda", help="Fixed group-lasso strength instead of a MACs target.",
+                                              show_default="none: the MACs target")] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Epochs per training run.",
                                             show_default="the config's")] = None,
     round_to: Annotated[int | None, typer.Option("--round-to", min=1, help="Keep every slimmed width a multiple of N.",
@@ -46,13 +49,18 @@ def demo(
     """Run the whole pipeline on a small config and print the dense vs slim comparison."""
     from mtlexport.demo import run_demo
 
-    if skip_train and (lam is not None or epochs is not None):
+    if skip_train and (lam is not None or epochs is not None or target_macs is not None):
         from mtlexport.errors import ConfigError
 
-        raise ConfigError("--lambda and --epochs apply to training; drop them or drop --skip-train")
+        raise ConfigError("--target-macs, --lambda and --epochs apply to training; drop them or drop --skip-train")
+    if lam is not None and target_macs is None:
+        target_macs_value: float | None = None  # a fixed lambda replaces the default target
+    else:
+        target_macs_value = target_macs if target_macs is not None else DEFAULT_TARGET
     given = {"config": config, "lam": lam, "epochs": epochs, "bench_seconds": bench_seconds, "threads": threads,
              "round_to": round_to}
-    options = DemoOptions(skip_train=skip_train, force=force, **{k: v for k, v in given.items() if v is not None})
+    options = DemoOptions(skip_train=skip_train, force=force, target_macs=target_macs_value,
+                          **{k: v for k, v in given.items() if v is not None})
     interrupt_note.set(lambda: f"kept the finished stages in {out}; rerun with --force to start over")
     with RichReporter() as reporter:
         result = run_demo(out, options, reporter=reporter)
@@ -63,11 +71,11 @@ def demo(
 
 
 def _render(result: Any) -> None:  # DemoResult, imported lazily
-    from mtlexport.demo import TABLE_COLUMNS, epochs_trained, format_cell, summary_rows
+    from mtlexport.demo import TABLE_COLUMNS, epochs_trained, format_cell, recipe_of, summary_rows
 
     o = result.options
     how = "sample checkpoints" if o.skip_train else f"{epochs_trained(result)} epoch(s) each"
-    title = f"dense vs group-sparse (lambda {result.lam:g}) -> slim, {how}"
+    title = f"dense vs group-sparse ({recipe_of(result)}) -> slim, {how}"
     rows = [[format_cell(v) for v in row] for row in summary_rows(result)]
     table = make_table(title, list(TABLE_COLUMNS), rows)
     table.columns[0].no_wrap = True

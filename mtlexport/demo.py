@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from mtlexport.train import EvalResult, TrainConfig, TrainResult
 
 QUICK = "quick.yaml"
-DEFAULT_LAMBDA = 6e-3
+DEFAULT_TARGET = 0.5
 MODELS = ("dense", "sparse", "slim")
 
 
@@ -50,8 +50,9 @@ class DemoOptions:
 
     ``config`` None is the bundled ``quick.yaml`` (``sample_dir()``). ``epochs`` None keeps the config's
     ``train.epochs`` (8 for the quick config: the sample checkpoints' recipe), a number replaces
-    it for both runs; ``lam`` is the group-lasso
-    strength of the sparse run. ``round_to`` keeps slimmed widths multiples of 8: ONNX
+    it for both runs. The sparse run uses coupled groups (every zero group is a channel slim
+    removes) and, by default, lands on ``target_macs`` (slim / dense MACs: the sample
+    checkpoints' recipe); ``lam`` instead fixes the group-lasso strength (no target). ``round_to`` keeps slimmed widths multiples of 8: ONNX
     Runtime's CPU convolutions work on blocks of 8 channels, and on the quick model odd widths
     left the slim model no faster than the dense one (0.87-0.99x for 1.3x fewer MACs, against
     1.24x with 8). ``exporter`` defaults to TorchScript (dynamo takes minutes on 2 CPU cores).
@@ -64,7 +65,8 @@ class DemoOptions:
     skip_train: bool = False
     force: bool = False
     epochs: int | None = None
-    lam: float = DEFAULT_LAMBDA
+    lam: float | None = None
+    target_macs: float | None = DEFAULT_TARGET
     round_to: int = 8
     exporter: str = "torchscript"
     backends: tuple[str, ...] = ("ort", "torch")
@@ -76,8 +78,15 @@ class DemoOptions:
         if self.epochs is not None and (isinstance(self.epochs, bool) or not isinstance(self.epochs, int)
                                         or self.epochs < 1):
             raise ConfigError(f"--epochs must be a positive integer, got {self.epochs!r}")
-        if isinstance(self.lam, bool) or not isinstance(self.lam, (int, float)) or not self.lam > 0:
+        if self.lam is not None and (isinstance(self.lam, bool) or not isinstance(self.lam, (int, float))
+                                     or not self.lam > 0):
             raise ConfigError(f"--lambda must be a positive number (the group-lasso strength), got {self.lam!r}")
+        if self.lam is not None and self.target_macs is not None:
+            raise ConfigError("--lambda fixes the group-lasso strength and --target-macs lets it adapt; pass one")
+        if self.target_macs is not None and (isinstance(self.target_macs, bool) or not 0 < self.target_macs < 1):
+            raise ConfigError(f"--target-macs must be a MACs ratio strictly between 0 and 1, got {self.target_macs!r}")
+        if self.lam is None and self.target_macs is None:
+            raise ConfigError("the sparse run needs --target-macs or --lambda")
         if isinstance(self.round_to, bool) or not isinstance(self.round_to, int) or self.round_to < 1:
             raise ConfigError(f"--round-to must be a positive integer, got {self.round_to!r}")
         if self.bench_seconds < 0:
@@ -118,7 +127,7 @@ class DemoOptions:
     def to_dict(self) -> dict[str, Any]:
         return {"config": str(self.config_path), "skip_train": self.skip_train, "force": self.force,
                 "epochs": self.epochs,
-                "lambda": self.lam, "round_to": self.round_to, "exporter": self.exporter,
+                "lambda": self.lam, "target_macs": self.target_macs, "round_to": self.round_to, "exporter": self.exporter,
                 "backends": list(self.backends), "batches": list(self.batches), "bench_seconds": self.bench_seconds,
                 "threads": self.threads}
 
@@ -289,8 +298,9 @@ def _configs(options: DemoOptions) -> dict[str, TrainConfig]:
     from mtlexport.train import TrainConfig
 
     base = TrainConfig.from_file(options.config_path)
-    dense_opt = replace(base.optimizer, name="adamw", lam=0.0)
-    sparse_opt = replace(base.optimizer, name="proxadam", lam=float(options.lam))
+    dense_opt = replace(base.optimizer, name="adamw", lam=0.0, target_macs=None, target_group_sparsity=None)
+    sparse_opt = replace(base.optimizer, name="proxadam", grouping="coupled", lam=float(options.lam or 0.0),
+                         target_macs=options.target_macs, target_group_sparsity=None)
     train = replace(base.train, epochs=options.epochs or base.train.epochs)
     return {"dense": replace(base, train=train, optimizer=dense_opt),
             "sparse": replace(base, train=train, optimizer=sparse_opt)}
@@ -312,6 +322,17 @@ def _lambda_of(path: Path) -> float:
     return float(optimizer.get("lambda", 0.0) or 0.0)
 
 
+def recipe_of(result: DemoResult) -> str:
+    """How the sparse model was trained, in words (from its checkpoint's config)."""
+    from mtlexport.train import load_checkpoint
+
+    optimizer = load_checkpoint(result.checkpoints["sparse"]).config.get("optimizer") or {}
+    grouping = optimizer.get("grouping", "channel")
+    if optimizer.get("target_macs") is not None:
+        return f"{grouping} groups, MACs target {float(optimizer['target_macs']):g}"
+    return f"{grouping} groups, lambda {float(optimizer.get('lambda', 0.0) or 0.0):g}"
+
+
 def _load_average() -> tuple[float, float, float]:
     """1, 5 and 15 minute load averages (zeros where the OS has none): timings depend on them."""
     return os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
@@ -320,7 +341,7 @@ def _load_average() -> tuple[float, float, float]:
 def _notices(slim: SlimReport) -> tuple[str, ...]:
     if slim.removed == 0:
         return ("no channel was removable: the sparse model has no dead channel group; "
-                "raise --lambda or --epochs",)
+                "lower --target-macs, raise --lambda or --epochs",)
     return ()
 
 
@@ -391,7 +412,7 @@ def summary_markdown(result: DemoResult) -> str:
     how = "sample checkpoints" if o.skip_train else f"{epochs_trained(result)} epoch(s) each"
     lines = [
         "# mtlexport demo: dense vs group-sparse -> slim", "",
-        f"Config `{o.config_path}`, {how}; group-lasso lambda {result.lam:g}; slim widths rounded to "
+        f"Config `{o.config_path}`, {how}; group lasso with {recipe_of(result)}; slim widths rounded to "
         f"{o.round_to}. Metrics on the test split; median latency on the CPU ({', '.join(o.backends)}, "
         f"{o.threads or 'default'} thread(s)), {o.bench_seconds:g} s per model and batch in alternating rounds. "
         "Last column: metric difference, relative size change, or speedup.", "",

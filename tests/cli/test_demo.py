@@ -122,6 +122,8 @@ def test_skip_train_without_samples_is_one_line(tmp_path: Path, capsys: pytest.C
     (["--epochs", "0"], "--epochs must be a positive"),
     (["--bench-seconds", "-1"], "--bench-seconds must be >= 0"),
     (["--skip-train", "--lambda", "0.1"], "apply to training"),
+    (["--target-macs", "1.5"], "--target-macs must be a MACs ratio"),
+    (["--lambda", "0.1", "--target-macs", "0.5"], "pass one"),
 ])
 def test_bad_options(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], words: str) -> None:
     rc = main(["demo", "--out", str(tmp_path / "out"), *args])
@@ -136,3 +138,14 @@ def test_refuses_a_non_empty_out_dir(tmp_path: Path, capsys: pytest.CaptureFixtu
     err = capsys.readouterr().err.strip()
     assert rc == 1 and "is not empty" in err and "--force" in err and "\n" not in err
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+
+
+def test_default_sparse_run_is_the_sample_recipe() -> None:
+    from mtlexport.demo import DEFAULT_TARGET, DemoOptions, _configs
+
+    configs = _configs(DemoOptions())
+    sparse, dense = configs["sparse"].optimizer, configs["dense"].optimizer
+    assert sparse.name == "proxadam" and sparse.grouping == "coupled" and sparse.target_macs == DEFAULT_TARGET
+    assert dense.name == "adamw" and dense.target_macs is None
+    fixed = _configs(DemoOptions(lam=0.01, target_macs=None))["sparse"].optimizer
+    assert fixed.lam == 0.01 and fixed.target_macs is None

@@ -157,3 +157,17 @@ def test_load_slim_state_dict_needs_the_factory(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="not tests.models.user_model:build"):
         load_slim_state_dict(tmp_path / "s.pt", FACTORY)
     assert isinstance(load_slim_state_dict(tmp_path / "s.pt", lambda: call_factory(FACTORY)), torch.nn.Module)
+
+
+@pytest.mark.parametrize("method", ["group_lasso", "disparse", "adapmtl"])
+def test_every_sparsifier_trains_a_factory_model_and_slim_removes_its_zeros(method: str, tmp_path: Path) -> None:
+    from mtlexport.surgery import slim_checkpoint
+
+    raw = _config(tmp_path).to_dict()
+    raw["optimizer"] = {"name": "adamw"}
+    raw["sparsifier"] = {"name": method, "target_macs": 0.5}
+    raw["train"]["epochs"] = 2
+    result = train(TrainConfig.from_dict(raw), tmp_path / "run")
+    assert result.sparsity["macs_ratio"] <= 0.5 + 0.1
+    report = slim_checkpoint(tmp_path / "run" / "best.pt", factory=FACTORY)
+    assert report.passed and report.removed == report.removable > 0

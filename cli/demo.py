@@ -84,7 +84,7 @@ def _render(result: Any) -> None:  # DemoResult, imported lazily
         if c.macs_ratio:
             stdout.print(f"{c.backend} b{c.batch}: speedup {c.speedup:.2f}x (median latencies; "
                          f"{c.speedup_min:.2f}x of minimum latencies), MACs ratio {c.macs_ratio:.2f}x: "
-                         f"{c.realised:.0%} realised", highlight=False)
+                         + (f"{c.realised:.0%} realised" if c.realised is not None else c.note), highlight=False)
     for text in result.notices:
         stdout.print(f"[dim]{text}[/dim]", highlight=False)
     load = ", ".join(f"{x:.1f}" for x in result.load_average)

@@ -422,7 +422,7 @@ def summary_markdown(result: DemoResult) -> str:
         if c.macs_ratio:
             lines.append(f"- {c.backend} batch {c.batch}: speedup {c.speedup:.2f}x of median latencies "
                          f"({c.speedup_min:.2f}x of minimum latencies) for a MACs ratio of {c.macs_ratio:.2f}x: "
-                         f"{c.realised:.0%} of it realised")
+                         + (f"{c.realised:.0%} of it realised" if c.realised is not None else c.note))
     verification = "passed" if result.slim.passed else "FAILED"
     lines += [f"- slim verification {verification}: max relative output error {result.slim.max_rel_error:.2e} "
               f"(tolerance {result.slim.tol:g}, {result.slim.dtype})", ""]

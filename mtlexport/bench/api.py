@@ -95,6 +95,7 @@ def compare(
     if rounds < 1:
         raise ConfigError(f"rounds must be >= 1, got {rounds}")
     base_src, cand_src = _sources([baseline, candidate], settings)
+    _check_same_input(base_src, cand_src)
     backend = backend or base_src.default_backend
     RUNNERS.get(backend)
     results: list[BenchResult] = []
@@ -112,8 +113,21 @@ def compare(
         finally:
             for runner in runners:
                 runner.deactivate()
-    meta = {**_metadata(settings, sizes), "compare_rounds": rounds}
+    meta = {**_metadata(settings, sizes), "compare_rounds": rounds,
+            "compare": {"baseline": base_src.label, "candidate": cand_src.label, "backend": backend,
+                        "input_shape": list(base_src.input_shape or ())}}
     return BenchReport(results=tuple(results), comparisons=tuple(comparisons), metadata=meta)
+
+
+def _check_same_input(baseline: ModelSource, candidate: ModelSource) -> None:
+    """Refuse to compare models measured on different inputs: their speedup would mean nothing."""
+    a, b = baseline.input_shape, candidate.input_shape
+    if a is None or b is None or tuple(a) == tuple(b):
+        return
+    raise ConfigError(
+        f"--compare: {baseline.label} (baseline) takes {'x'.join(map(str, a))} inputs but {candidate.label} "
+        f"takes {'x'.join(map(str, b))}; pass --input-size HxW to time both at one size, or export both at "
+        "the same size")
 
 
 @contextlib.contextmanager

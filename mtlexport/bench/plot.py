@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 from mtlexport.bench.results import BenchReport, BenchResult
 from mtlexport.errors import ConfigError
@@ -11,7 +12,22 @@ from mtlexport.io import atomic_path
 
 
 def plot_report(path: str | Path, report: BenchReport) -> Path:
-    """Two panels, one line per model/backend: median latency (p90-p99 band) and images/s."""
+    """Two panels, one line per model/backend: median latency (p90-p99 band) and images/s, with
+    one legend below both panels (the same colour is the same model in each)."""
+    fig = latency_figure(report)
+    from matplotlib import pyplot as plt
+
+    target = Path(path)
+    try:
+        with atomic_path(target) as tmp:
+            fig.savefig(tmp, format=target.suffix.lstrip(".") or "png", dpi=120)
+    finally:
+        plt.close(fig)
+    return target
+
+
+def latency_figure(report: BenchReport) -> Any:
+    """The matplotlib figure ``plot_report`` saves."""
     if not report.results:
         raise ConfigError("nothing to plot: the report has no results")
     import matplotlib
@@ -19,9 +35,11 @@ def plot_report(path: str | Path, report: BenchReport) -> Path:
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
+    compared = report.metadata.get("compare") or {}
+    roles = {compared.get("baseline"): ", baseline", compared.get("candidate"): ", candidate"}
     series: dict[str, list[BenchResult]] = defaultdict(list)
     for r in report.results:
-        series[f"{r.label} ({r.backend}, {r.device})"].append(r)
+        series[f"{r.label} ({r.backend}, {r.device}{roles.get(r.label, '')})"].append(r)
     fig, (ax_lat, ax_thr) = plt.subplots(1, 2, figsize=(10, 4))
     for name, items in series.items():
         items = sorted(items, key=lambda r: r.batch)
@@ -35,10 +53,9 @@ def plot_report(path: str | Path, report: BenchReport) -> Path:
     for ax in (ax_lat, ax_thr):
         ax.set_xscale("log", base=2)
         ax.grid(True, alpha=0.3)
-    ax_thr.legend(fontsize="small")
-    fig.tight_layout()
-    target = Path(path)
-    with atomic_path(target) as tmp:
-        fig.savefig(tmp, format=target.suffix.lstrip(".") or "png", dpi=120)
-    plt.close(fig)
-    return target
+    handles, labels = ax_lat.get_legend_handles_labels()
+    columns = min(len(labels), 3)
+    rows = -(-len(labels) // columns)
+    fig.legend(handles, labels, loc="lower center", ncol=columns, fontsize="small", frameon=False)
+    fig.tight_layout(rect=(0, min(0.07 * rows, 0.4), 1, 1))  # room for the legend under both panels
+    return fig

@@ -73,12 +73,14 @@ class BenchResult:
 
 @dataclass(frozen=True)
 class Comparison:
-    """Baseline vs candidate on the same backend, batch and settings.
+    """Candidate vs baseline on the same backend, batch, input shape and settings.
 
-    ``speedup`` = baseline / candidate median latency; ``macs_ratio`` = baseline / candidate
-    MACs per sample (the theoretical speedup); ``realised`` = speedup / macs_ratio.
-    ``speedup_min`` / ``realised_min`` use the fastest query of each model instead: the
-    intrinsic cost, robust to a loaded machine (both models see the same best case).
+    ``speedup`` = baseline / candidate median latency (below 1: the candidate is slower,
+    ``slower`` is True); ``macs_ratio`` = baseline / candidate MACs per sample (the theoretical
+    speedup). ``realised`` = speedup / macs_ratio, the share of the theoretical speedup the
+    candidate achieved: defined only when the candidate has fewer MACs (``macs_ratio`` > 1) and
+    is not slower, else None and ``note`` says why. ``speedup_min`` / ``realised_min`` use the
+    fastest query of each model instead: the intrinsic cost, robust to a loaded machine.
     """
 
     backend: str
@@ -95,26 +97,53 @@ class Comparison:
     realised: float | None
     speedup_min: float
     realised_min: float | None
+    input_shape: tuple[int, ...] = ()
+    slower: bool = False
+    note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        out = dict(self.__dict__)
+        out["input_shape"] = list(self.input_shape)
+        return out
 
 
 def compare_results(baseline: BenchResult, candidate: BenchResult) -> Comparison:
-    """Side-by-side figures of two results measured with the same backend and batch."""
+    """Side-by-side figures of two results measured with the same backend, batch and input shape."""
+    if tuple(baseline.input_shape) != tuple(candidate.input_shape):
+        from mtlexport.errors import ConfigError
+
+        raise ConfigError(f"cannot compare {candidate.label} ({_shape(candidate.input_shape)}) with "
+                          f"{baseline.label} ({_shape(baseline.input_shape)}): the inputs differ")
     speedup = _ratio(baseline.latency.median, candidate.latency.median)
     speedup_min = _ratio(baseline.latency.min, candidate.latency.min)
     macs_ratio = None
     if baseline.macs_per_sample and candidate.macs_per_sample:
         macs_ratio = baseline.macs_per_sample / candidate.macs_per_sample
+    slower = speedup < 1.0
+    parts = [f"the candidate is slower ({1 / speedup:.2f}x the baseline's median latency)"] if slower else []
+    if macs_ratio is None:
+        parts.append("MACs unknown")
+    elif macs_ratio <= 1.0:
+        parts.append(f"it does not have fewer MACs (MACs ratio {macs_ratio:.2f})")
+    elif slower:
+        parts.append(f"despite {macs_ratio:.2f}x fewer MACs")
+    note = (", ".join(parts) + ": no realised share") if parts else ""
+    fewer = macs_ratio is not None and macs_ratio > 1.0
     return Comparison(
         backend=baseline.backend, batch=baseline.batch, baseline=baseline.label, candidate=candidate.label,
         baseline_latency_ms=baseline.latency.median, candidate_latency_ms=candidate.latency.median,
         baseline_qps=baseline.throughput_qps, candidate_qps=candidate.throughput_qps, speedup=speedup,
         throughput_ratio=_ratio(candidate.throughput_qps, baseline.throughput_qps),
-        macs_ratio=macs_ratio, realised=speedup / macs_ratio if macs_ratio else None,
-        speedup_min=speedup_min, realised_min=speedup_min / macs_ratio if macs_ratio else None,
+        macs_ratio=macs_ratio, realised=speedup / macs_ratio if fewer and not slower else None,
+        speedup_min=speedup_min,
+        realised_min=speedup_min / macs_ratio if fewer and speedup_min >= 1.0 else None,  # type: ignore[operator]
+        input_shape=tuple(baseline.input_shape[1:]), slower=slower, note=note,
     )
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    """``3x64x64`` for a (batch, C, H, W) or (C, H, W) shape."""
+    return "x".join(str(d) for d in (shape[1:] if len(shape) == 4 else shape))
 
 
 def _ratio(a: float, b: float) -> float:

@@ -82,11 +82,11 @@ class BenchSettings:
 
 
 def parse_batches(text: str | int | list[int] | tuple[int, ...]) -> tuple[int, ...]:
-    """Parse ``"1,8,16"`` (or ints) into unique batch sizes in the given order."""
+    """Parse ``"1,8,16"`` (or an export's ``"1:4:8"``, or ints) into unique batch sizes in the given order."""
     if isinstance(text, int):
         items: list[Any] = [text]
     elif isinstance(text, str):
-        items = [p.strip() for p in text.split(",")]
+        items = [p.strip() for p in text.replace(":", ",").split(",")]
     else:
         items = list(text)
     out: list[int] = []

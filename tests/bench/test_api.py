@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from mtlexport.bench import (
-    BenchSettings, ModelSource, bench_models, check_outputs, compare, load_source, parse_batches, parse_size,
-    plot_report, report_csv,
+    BenchResult, BenchSettings, ModelSource, bench_models, check_outputs, compare, compare_results, load_source,
+    parse_batches, parse_size, plot_report, report_csv,
 )
+from mtlexport.bench.stats import summarize
 from mtlexport.errors import BackendUnavailableError, ConfigError, VerificationError
 from mtlexport.reporting import RecordingReporter
 
@@ -76,16 +77,67 @@ def test_compare_side_by_side(dense_ckpt: Path, small_ckpt: Path, fast: BenchSet
         assert c.macs_ratio == pytest.approx(base.macs_per_sample / cand.macs_per_sample)
         assert c.macs_ratio > 1.5
         assert c.speedup == pytest.approx(base.latency.median / cand.latency.median)
-        assert c.realised == pytest.approx(c.speedup / c.macs_ratio)
+        assert c.slower == (c.speedup < 1)  # on a loaded machine even the smaller model can lose
+        assert c.realised == (None if c.slower else pytest.approx(c.speedup / c.macs_ratio))
         assert c.speedup_min == pytest.approx(base.latency.min / cand.latency.min)
-        assert c.realised_min == pytest.approx(c.speedup_min / c.macs_ratio)
+        assert c.realised_min == (None if c.speedup_min < 1 else pytest.approx(c.speedup_min / c.macs_ratio))
+        assert c.input_shape == (3, 32, 32)
         assert base.queries >= fast.iterations and cand.queries >= fast.iterations
+    assert report.metadata["compare"] == {"baseline": "dense", "candidate": "small", "backend": "torch",
+                                          "input_shape": [3, 32, 32]}
 
 
 def test_compare_a_model_with_itself_gets_distinct_labels(dense_ckpt: Path, fast: BenchSettings) -> None:
     report = compare(dense_ckpt, dense_ckpt, settings=fast, rounds=1)
     assert [r.label for r in report.results] == ["dense", "dense-2"]
     assert report.comparisons[0].macs_ratio == 1.0
+
+
+def _result(label: str, median_ms: float, macs: int | None, shape: tuple[int, ...] = (1, 3, 32, 32)) -> BenchResult:
+    lat = summarize([median_ms] * 5)
+    return BenchResult(label=label, engine=label, kind="checkpoint", backend="torch", device="cpu", batch=shape[0],
+                       precision="fp32", input_shape=shape, settings={}, queries=5, warmup_queries=1, wall_s=1.0,
+                       throughput_qps=1000 / median_ms, images_per_s=1000 / median_ms, macs_per_sample=macs,
+                       gflops_per_s=None, latency=lat, compute=lat, h2d=lat, d2h=lat, enqueue=lat, host=lat,
+                       check={})
+
+
+@pytest.mark.parametrize(("base", "cand", "realised", "slower", "note"), [
+    ((10.0, 200), (5.0, 100), 1.0, False, ""),                             # fewer MACs, faster: a share
+    ((10.0, 200), (8.0, 100), 0.625, False, ""),
+    ((10.0, 200), (12.5, 100), None, True, "slower (1.25x the baseline's median latency), despite 2.00x fewer MACs"),
+    ((10.0, 100), (7.6, 131), None, False, "does not have fewer MACs (MACs ratio 0.76)"),
+    ((10.0, 100), (13.16, 131), None, True, "slower (1.32x the baseline's median latency), it does not have fewer"),
+    ((10.0, None), (5.0, 100), None, False, "MACs unknown"),
+])
+def test_realised_share_only_for_a_faster_candidate_with_fewer_macs(
+        base: tuple[float, int | None], cand: tuple[float, int | None], realised: float | None, slower: bool,
+        note: str) -> None:
+    c = compare_results(_result("dense", *base), _result("slim", *cand))
+    assert c.realised == (None if realised is None else pytest.approx(realised))
+    assert c.slower is slower and note in c.note and (c.note == "") == (realised is not None)
+    assert c.realised_min == c.realised or c.realised_min == pytest.approx(c.realised)
+    assert c.to_dict()["input_shape"] == [3, 32, 32] and c.to_dict()["slower"] is slower
+
+
+def test_results_of_different_inputs_are_not_compared() -> None:
+    with pytest.raises(ConfigError, match="inputs differ"):
+        compare_results(_result("dense", 10.0, 200), _result("slim", 5.0, 100, (1, 3, 64, 64)))
+
+
+def test_compare_refuses_models_of_different_input_sizes(dense_ckpt: Path, tmp_path: Path,
+                                                         fast: BenchSettings) -> None:
+    from tests.bench.conftest import SIZE
+    from mtlexport.train.checkpoint import load_checkpoint, save_checkpoint
+
+    big = save_checkpoint(tmp_path / "big.pt", replace(load_checkpoint(dense_ckpt),
+                                                       config={"data": {"height": 2 * SIZE, "width": 2 * SIZE}}))
+    with pytest.raises(ConfigError, match=r"dense \(baseline\) takes 3x32x32 inputs but big takes 3x64x64; "
+                                          r"pass --input-size HxW"):
+        compare(dense_ckpt, big, settings=fast, rounds=1)
+    report = compare(dense_ckpt, big, settings=replace(fast, input_size=(48, 48)), rounds=1)  # a stated common size
+    assert [r.input_shape for r in report.results] == [(1, 3, 48, 48)] * 2
+    assert report.comparisons[0].input_shape == (3, 48, 48) and report.comparisons[0].macs_ratio == 1.0
 
 
 def test_check_outputs_collects_every_failure(tmp_path: Path) -> None:
@@ -119,7 +171,8 @@ def test_csv_and_plot(dense_ckpt: Path, fast: BenchSettings, tmp_path: Path) -> 
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize(("text", "expected"), [("1,8,16", (1, 8, 16)), ("4", (4,)), (" 2, 2,1", (2, 1)), (8, (8,))])
+@pytest.mark.parametrize(("text", "expected"), [("1,8,16", (1, 8, 16)), ("4", (4,)), (" 2, 2,1", (2, 1)), (8, (8,)),
+                                                  ("1:4:8", (1, 4, 8))])
 def test_parse_batches(text: str, expected: tuple[int, ...]) -> None:
     assert parse_batches(text) == expected
 
@@ -169,3 +222,18 @@ def test_load_source_kinds(dense_ckpt: Path, export_dir: Path) -> None:
     assert exp.inputs_bin is not None and set(exp.refs) == {"seg", "depth"} and exp.tolerances["seg"][0] > 0
     onnx = load_source(export_dir / "model.onnx")
     assert onnx.kind == "onnx" and onnx.refs == exp.refs and onnx.label == exp.label
+
+
+def test_latency_plot_has_one_legend_for_both_panels(dense_ckpt: Path, small_ckpt: Path, fast: BenchSettings) -> None:
+    from matplotlib import pyplot as plt
+
+    from mtlexport.bench.plot import latency_figure
+
+    fig = latency_figure(compare(dense_ckpt, small_ckpt, batches=[1, 2], settings=fast, rounds=1))
+    try:
+        (legend,) = fig.legends  # a figure legend under both panels, none inside a panel
+        assert [t.get_text() for t in legend.get_texts()] == ["dense (torch, cpu, baseline)",
+                                                              "small (torch, cpu, candidate)"]
+        assert all(ax.get_legend() is None for ax in fig.axes) and len(fig.axes) == 2
+    finally:
+        plt.close(fig)

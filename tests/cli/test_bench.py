@@ -83,7 +83,6 @@ def test_compare(models: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) 
 def test_compare_table(models: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "--engine", str(models[0]), "--compare", str(models[1]), *FAST]) == 0
     out = capsys.readouterr().out
-    print("XXOUT", out)
     assert "slim vs dense" in out and "realised" in out
 
 

@@ -8,9 +8,10 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 
 # Dense: AdamW, no group lasso.
 mtlexport train --config sample_models/quick.yaml --out "$runs/dense"
-# Group-sparse: proximal Adam with channel-wise l1/l2 group lasso on the backbone.
+# Group-sparse: proximal Adam with coupled groups (one per removable channel) landing on half the
+# dense MACs (the controller adapts lambda; dead groups freeze at 75% of training).
 mtlexport train --config sample_models/quick.yaml --out "$runs/sparse" \
-  --set optimizer.name=proxadam --set optimizer.lambda=6e-3
+  --set optimizer.name=proxadam --set optimizer.grouping=coupled --set optimizer.target_macs=0.5
 
 # Drop optimizer and RNG state (not needed to evaluate, slim, export or bench): ~4.6 MB each.
 python - "$runs" <<'PY'

@@ -24,9 +24,25 @@ def test_sample_loads_weights_only_and_has_no_training_state(name: str) -> None:
 
 def test_sparse_sample_is_group_sparse_and_dense_is_not() -> None:
     dense = sparsity_report(load_checkpoint(SAMPLES / "quick_dense.pt").build_model())
-    sparse = sparsity_report(load_checkpoint(SAMPLES / "quick_sparse.pt").build_model())
+    ckpt = load_checkpoint(SAMPLES / "quick_sparse.pt")
+    sparse = sparsity_report(ckpt.build_model())
     assert dense.zero_groups == 0
-    assert 50.0 <= sparse.group_sparsity <= 80.0
+    assert 10.0 <= sparse.group_sparsity <= 80.0
+    # The recipe: coupled groups landing on half the dense MACs (see make_samples.sh).
+    assert ckpt.config["optimizer"]["grouping"] == "coupled" and ckpt.config["optimizer"]["target_macs"] == 0.5
+    record = ckpt.extra["sparsity"]
+    assert record["zero_coupled_groups"] == record["removable_channels"] > 0
+    assert abs(record["macs_ratio"] - 0.5) <= 0.03
+
+
+def test_sparse_sample_slims_to_its_macs_target() -> None:
+    from mtlexport.surgery import slim_model
+
+    ckpt = load_checkpoint(SAMPLES / "quick_sparse.pt")
+    model = ckpt.build_model()
+    report = slim_model(model, torch.randn(2, 3, 64, 64), {"random": torch.randn(2, 3, 64, 64)})
+    assert report.removed == ckpt.extra["sparsity"]["zero_coupled_groups"]
+    assert 0.47 <= report.macs_after / report.macs_before <= 0.53
 
 
 def test_slim_sample_is_smaller_and_computes_the_same_function() -> None:

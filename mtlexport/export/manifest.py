@@ -148,6 +148,74 @@ class ExportManifest:
         return {"path": str(self.path), **self.data}
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_shape(v: Any) -> bool:
+    return isinstance(v, list) and len(v) == 4 and all(_is_int(d) and d > 0 for d in v[1:])
+
+
+def _is_name(v: Any) -> bool:
+    return isinstance(v, str) and bool(v)
+
+
+def _is_file_entry(v: Any) -> bool:
+    return isinstance(v, dict) and _is_int(v.get("bytes")) and isinstance(v.get("sha256"), str)
+
+
+# Every key the readers (``ExportManifest``, the bench helper) index directly, with what it must hold.
+_REQUIRED: tuple[tuple[str, Any, str], ...] = (
+    ("input", lambda v: isinstance(v, dict), "the input description"),
+    ("input.name", _is_name, "the input's name"),
+    ("input.shape", _is_shape, 'the input shape ["batch", C, H, W]'),
+    ("input.batch", lambda v: isinstance(v, dict), "the batch range {min, opt, max}"),
+    *((f"input.batch.{k}", lambda v: _is_int(v) and v > 0, f"the {k.upper()} batch size") for k in ("min", "opt", "max")),
+    ("outputs", lambda v: isinstance(v, list) and bool(v) and all(isinstance(o, dict) and _is_name(o.get("name"))
+                                                                  for o in v), "the model's outputs, each with a name"),
+    ("precision", lambda v: isinstance(v, dict), "the precision section"),
+    ("precision.requested", _is_name, "the exported precision"),
+    ("precision.models", lambda v: isinstance(v, dict) and _is_name(v.get("fp32"))
+     and all(_is_name(f) for f in v.values()), "the ONNX file per precision"),
+    ("files", lambda v: isinstance(v, dict) and all(_is_file_entry(e) for e in v.values()),
+     "the export files with their sizes and SHA-256"),
+)
+_OPTIONAL: tuple[tuple[str, Any, str], ...] = (
+    ("reference.input.file", _is_name, "the reference input file"),
+    ("reference.input.shape", lambda v: isinstance(v, list) and bool(v) and all(_is_int(d) for d in v),
+     "the reference input shape"),
+    ("reference.outputs", lambda v: isinstance(v, dict) and all(isinstance(r, dict) and _is_name(r.get("file"))
+                                                                for r in v.values()), "the reference output files"),
+    ("tensorrt.build", lambda v: v is None or (isinstance(v, dict) and _is_name(v.get("plan"))),
+     "the engine build record"),
+    ("engine_files", lambda v: isinstance(v, dict) and all(_is_file_entry(e) for e in v.values()),
+     "the engine files with their sizes and SHA-256"),
+)
+_MISSING = object()
+
+
+def _lookup(data: Any, key: str) -> Any:
+    for part in key.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return _MISSING
+        data = data[part]
+    return data
+
+
+def check_manifest(data: dict[str, Any], where: str | Path = MANIFEST_FILE) -> None:
+    """Raise a one-line ExportError naming the first key the readers need that is missing or
+    malformed (keys absent from older schemas stay optional)."""
+    for key, ok, what in (*_REQUIRED, *_OPTIONAL):
+        value = _lookup(data, key)
+        required = (key, ok, what) in _REQUIRED
+        if value is _MISSING and not required:
+            continue
+        if value is _MISSING or not ok(value):
+            problem = "lacks" if value is _MISSING else "has a malformed"
+            raise ExportError(f"{where} {problem} '{key}' ({what}): it was edited or its export did not finish; "
+                              "re-export the folder ('mtlexport export CKPT --out DIR --force')")
+
+
 def load_export_dir(path: str | Path, verify: bool = True) -> ExportManifest:
     """Read ``path/manifest.json``; with ``verify`` check every export artifact's size and SHA-256
     (engine artifacts written after export, see ``ENGINE_FILES``, are not checked)."""
@@ -164,6 +232,7 @@ def load_export_dir(path: str | Path, verify: bool = True) -> ExportManifest:
     version = data.get("schema_version")
     if not isinstance(version, int) or version > SCHEMA_VERSION:
         raise ExportError(f"{manifest_path} has schema version {version}; this mtlexport reads up to {SCHEMA_VERSION}")
+    check_manifest(data, manifest_path)
     if verify:
         problems = []
         for rel, entry in data.get("files", {}).items():

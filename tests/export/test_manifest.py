@@ -93,3 +93,49 @@ def test_plan_precision_and_tolerances_come_from_the_manifest(folder: Path) -> N
     (folder / "manifest.json").write_text(json.dumps(data))
     old = load_export_dir(folder)
     assert old.engine_precision == "tf32" and old.tolerances("tf32") == fp16
+
+
+def _drop(data: dict, key: str) -> None:
+    *parents, last = key.split(".")
+    for part in parents:
+        data = data[part]
+    del data[last]
+
+
+@pytest.mark.parametrize("key", ["outputs", "input", "input.name", "input.shape", "input.batch", "input.batch.opt",
+                                 "precision", "precision.models", "precision.requested", "files"])
+def test_a_missing_key_is_one_line_naming_the_key_and_the_fix(folder: Path, key: str) -> None:
+    data = json.loads((folder / "manifest.json").read_text())
+    _drop(data, key)
+    (folder / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(ExportError) as info:
+        load_export_dir(folder)
+    message = str(info.value)
+    assert f"lacks '{key}'" in message and "re-export the folder ('mtlexport export CKPT --out DIR --force')" in message
+    assert "\n" not in message and len(message) < 300
+
+
+@pytest.mark.parametrize(("key", "value"), [("outputs", []), ("outputs", [{"task": "seg"}]), ("input.shape", [1, 3]),
+                                            ("input.batch", {"min": 1, "opt": "4", "max": 8}),
+                                            ("files", {"model.onnx": {"bytes": 1}})])
+def test_a_malformed_key_is_named(folder: Path, key: str, value: object) -> None:
+    data = json.loads((folder / "manifest.json").read_text())
+    *parents, last = key.split(".")
+    target = data
+    for part in parents:
+        target = target[part]
+    target[last] = value
+    (folder / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(ExportError, match=f"has a malformed '{key}"):
+        load_export_dir(folder)
+
+
+def test_bench_of_a_manifest_without_outputs_is_one_line(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cli.main import main
+
+    data = json.loads((folder / "manifest.json").read_text())
+    del data["outputs"]
+    (folder / "manifest.json").write_text(json.dumps(data))
+    assert main(["bench", str(folder), "--duration-s", "0"]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: ") and "lacks 'outputs'" in line and "re-export" in line

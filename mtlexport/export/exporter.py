@@ -105,15 +105,17 @@ def export_network(model: nn.Module, spec: ModelSpec, out_dir: Path, options: Ex
 
     notices: list[str] = []
     reporter.start("export", "Exporting", total=STEPS)
+    # Each advance names the step that starts now (the first, ONNX export, takes the longest).
+    reporter.advance("export", 0, step=f"ONNX ({options.exporter}{', onnxslim' if options.simplify else ''})")
     try:
         with atomic_dir(out_dir) as stage:
             exporter = _write_onnx(model, names, stage, chw, options)
-            reporter.advance("export", step="onnx")
+            reporter.advance("export", step="FP16 model" if options.precision == "fp16" else "precision")
             models = {"fp32": stage / "model.onnx"}
             if options.precision == "fp16":
                 _write_fp16(models["fp32"], stage / "model.fp16.onnx", names)
                 models["fp16"] = stage / "model.fp16.onnx"
-            reporter.advance("export", step="precision")
+            reporter.advance("export", step="validating on ONNX Runtime")
 
             inputs, real_opt, real_note = _validation_inputs(options, data_config, chw)
             if real_note:
@@ -143,10 +145,10 @@ def export_network(model: nn.Module, spec: ModelSpec, out_dir: Path, options: Ex
                     checks += compare(PT2_FILE, f"torch.export:{key}", names, program_outputs(stage / PT2_FILE, x),
                                       refs[key], tolerances)
             raise_for_failures(checks)
-            reporter.advance("export", step="validated")
+            reporter.advance("export", step="reference outputs")
 
             reference = _write_reference(model, names, stage, real_opt, options, chw)
-            reporter.advance("export", step="reference")
+            reporter.advance("export", step="TensorRT engine")
 
             plan = builder_plan(major, options.precision, options.workspace_mib, options.optimization_level,
                                 options.tf32)
@@ -164,7 +166,7 @@ def export_network(model: nn.Module, spec: ModelSpec, out_dir: Path, options: Ex
                 reason = _not_built_reason(options, probe, major)
                 notices.append(f"TensorRT engine not built: {reason}; run trtexec_build.sh on the target machine")
                 reporter.message(notices[-1])
-            reporter.advance("export", step="engine")
+            reporter.advance("export", step="scripts and manifest")
 
             settings = trtexec.BenchSettings()
             (stage / trtexec.BUILD_SCRIPT).write_text(trtexec.build_script(
@@ -181,7 +183,7 @@ def export_network(model: nn.Module, spec: ModelSpec, out_dir: Path, options: Ex
             write_json(stage / MANIFEST_FILE, manifest)
             (stage / MANIFEST_FILE).chmod(0o644)
             stage.chmod(0o755)  # the staging folder is created private; the export is shareable
-            reporter.advance("export", step="manifest")
+            reporter.advance("export", step="done")
             files = {k: v["bytes"] for k, v in manifest["files"].items()}
     finally:
         reporter.finish("export")

@@ -39,8 +39,8 @@ class BatchRange:
 
     @classmethod
     def parse(cls, text: str) -> BatchRange:
-        """Parse ``MIN:OPT:MAX`` (or ``N`` for a fixed batch)."""
-        parts = text.strip().split(":")
+        """Parse ``MIN:OPT:MAX`` (or ``MIN,OPT,MAX``, or ``N`` for a fixed batch)."""
+        parts = text.strip().replace(",", ":").split(":")
         if len(parts) not in (1, 3):
             raise ConfigError(f"--batch must be MIN:OPT:MAX (e.g. 1:4:8) or N, got {text!r}")
         try:
@@ -100,7 +100,7 @@ class ExportOptions:
         for key in ("height", "width"):
             value = getattr(self, key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ConfigError(f"--{key} must be a positive integer, got {value!r}")
+                raise ConfigError(f"input {key} (--input-size HxW) must be a positive integer, got {value!r}")
         if self.trt_version is not None and self.trt_version not in TRT_VERSIONS:
             raise ConfigError(f"--trt-version must be one of {', '.join(map(str, TRT_VERSIONS))}, got {self.trt_version}")
         if self.workspace_mib < 1:
@@ -139,7 +139,8 @@ def resolve_size(options: ExportOptions, data_config: dict[str, Any] | None, str
     for key, value in (("height", height), ("width", width)):
         if value % stride:
             lower = max(stride, value - value % stride)
-            raise ConfigError(f"--{key} {value} is not divisible by the backbone's output stride {stride}; use e.g. {lower}")
+            raise ConfigError(f"input {key} {value} is not divisible by the backbone's output stride {stride}; "
+                              f"use e.g. {lower} (--input-size HxW)")
     return height, width
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from cli._common import CheckpointArg, JsonOpt, RichReporter, emit_json, make_table, stdout
+from cli._common import CheckpointArg, ForceOpt, JsonOpt, RichReporter, emit_json, make_table, stdout
 from mtlexport.errors import ConfigError
 
 HELP = """Remove provably dead channels, verify the slim model is exact, write SLIM.pt.
@@ -22,7 +22,8 @@ package.module:factory, CKPT is a checkpoint of your own model (trained by mtlex
 record that factory) or a plain state_dict of the model the factory builds; for the latter the output
 holds the state_dict plus a widths map: rebuild it with
 mtlexport.surgery.load_slim_state_dict(path), or factory() + apply_widths(model,
-ckpt["widths"]) + load_state_dict(ckpt["state_dict"])."""
+ckpt["widths"]) + load_state_dict(ckpt["state_dict"]). An existing --out (or --plot) file is
+refused unless --force."""
 
 
 def register(app: typer.Typer) -> None:
@@ -36,7 +37,7 @@ def slim(
     round_to: Annotated[str, typer.Option("--round-to", help="Keep every width a multiple of N, or 'auto': widths chosen by measured latency on --backend.")] = "1",
     tol: Annotated[float, typer.Option("--tol", min=0.0, help="Largest allowed output error (abs or rel to the output's max).")] = 1e-5,
     fold_constants: Annotated[bool, typer.Option("--fold-constants", help="Also remove channels whose producer filter is zero, folding their constant output into consumers where exact.")] = False,
-    input_size: Annotated[Optional[int], typer.Option("--input-size", help="Side of the random verification images [default: data config size, else 64].")] = None,
+    input_size: Annotated[Optional[str], typer.Option("--input-size", help="Size HxW (or N for NxN) of the random verification images [default: data config size, else 64].", show_default=False)] = None,
     float64: Annotated[bool, typer.Option("--float64", help="Verify in float64 (no rounding noise; slow on CPU).")] = False,
     model: Annotated[Optional[str], typer.Option("--model", help="Your own model's package.module:factory: CKPT is its checkpoint (trained by mtlexport, recording that factory) or a plain state_dict.")] = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a per-layer channels PNG.")] = None,
@@ -46,12 +47,17 @@ def slim(
     duration_s: Annotated[Optional[float], typer.Option("--duration-s", min=0.0, help="With --round-to auto: timed seconds per whole model [default: 2].")] = None,
     warmup_ms: Annotated[Optional[float], typer.Option("--warmup-ms", min=0.0, help="With --round-to auto: untimed warm-up per whole model [default: 200].")] = None,
     layer_ms: Annotated[Optional[float], typer.Option("--layer-ms", min=0.001, help="With --round-to auto: timed ms per new latency-table entry [default: 20].")] = None,
+    force: ForceOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Slim CKPT and report what was removed."""
+    from mtlexport.bench.settings import parse_size
+    from mtlexport.io import check_output_file
     from mtlexport.surgery import slim_checkpoint, slim_state_dict
+    from mtlexport.surgery.files import default_output
 
     rounding = _round_to(round_to)
+    size = parse_size(input_size) if input_size is not None else None
     plain = False  # --model with a plain state dict (not a checkpoint of your own model)
     if model:
         from mtlexport.train.checkpoint import FORMAT, file_format
@@ -70,8 +76,12 @@ def slim(
     elif given:
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
         raise ConfigError(f"{flags} only apply with --round-to auto")
+    out = Path(out) if out is not None else default_output(ckpt)
+    for flag, path in (("--out", out), ("--plot", plot)):
+        if path is not None:  # before the surgery: a folder, no permission, a full disk, an existing file
+            check_output_file(path, what=flag, overwrite=force)
     with RichReporter(enabled=not json_out) as reporter:
-        options = dict(round_to=rounding, tol=tol, fold_constants=fold_constants, input_size=input_size,
+        options = dict(round_to=rounding, tol=tol, fold_constants=fold_constants, input_size=size,
                        float64=float64, reporter=reporter)
         if plain:
             report = slim_state_dict(ckpt, model, out, **options)

@@ -52,7 +52,7 @@ def slim_checkpoint(
     round_to: int | str = 1,
     tol: float = 1e-5,
     fold_constants: bool = False,
-    input_size: int | None = None,
+    input_size: int | tuple[int, int] | None = None,
     seed: int = 0,
     float64: bool = False,
     auto: AutoOptions | None = None,
@@ -120,7 +120,7 @@ def slim_state_dict(
     round_to: int = 1,
     tol: float = 1e-5,
     fold_constants: bool = False,
-    input_size: int | None = None,
+    input_size: int | tuple[int, int] | None = None,
     seed: int = 0,
     float64: bool = False,
     reporter: Reporter | None = None,
@@ -191,11 +191,12 @@ def real_batch(data_cfg: dict[str, Any] | None, size: tuple[int, int] | None,
     return images, ""
 
 
-def _size(input_size: int | None, data_size: tuple[int, int] | None) -> tuple[int, int]:
+def _size(input_size: int | tuple[int, int] | None, data_size: tuple[int, int] | None) -> tuple[int, int]:
     if input_size is not None:
-        if input_size < 8:
-            raise ConfigError(f"--input-size must be at least 8, got {input_size}")
-        return input_size, input_size
+        h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
+        if min(h, w) < 8:
+            raise ConfigError(f"--input-size must be at least 8 on each side, got {h}x{w}")
+        return h, w
     return data_size or (DEFAULT_SIZE, DEFAULT_SIZE)
 
 

@@ -103,7 +103,7 @@ def test_slim_round_to_auto_json_and_table(ckpt: Path, tmp_path: Path, monkeypat
     assert {"dense", "round-to 1", "auto", auto["best_fixed"]} <= set(variants)
     assert all(v["realised"] is None or v["realised"] > 0 for v in variants.values())
 
-    rc = main(["slim", str(ckpt), "--out", str(out), *AUTO_FAST, "--backend", "torch", "--batch", "2"])
+    rc = main(["slim", str(ckpt), "--out", str(out), *AUTO_FAST, "--backend", "torch", "--batch", "2", "--force"])
     text = capsys.readouterr().out
     assert rc == 0 and "latency-aware widths per group (torch, batch 2, 1 thread)" in text
     assert "whole model" in text and "round-to 1" in text and "kept " in text and "entries used" in text
@@ -113,13 +113,24 @@ def test_slim_round_to_auto_json_and_table(ckpt: Path, tmp_path: Path, monkeypat
     (["--backend", "torch"], "--backend only apply with --round-to auto"),
     (["--round-to", "eight"], "--round-to takes a positive integer or 'auto'"),
     (["--round-to", "auto", "--backend", "trt"], "--round-to auto measures on ort, torch, inductor"),
-    (["--round-to", "auto", "--model", "tiny_factory:build"], "needs an mtlexport checkpoint"),
 ])
 def test_slim_option_errors_are_one_line(ckpt: Path, args: list[str], message: str,
                                          capsys: pytest.CaptureFixture[str]) -> None:
-    rc = main(["slim", str(ckpt), *args])
+    rc = main(["slim", str(ckpt), "--force", *args])  # --force: dense.slim.pt may exist from another test
     err = capsys.readouterr().err
     assert rc == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_slim_auto_of_a_plain_state_dict_is_refused(ckpt: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    weights = tmp_path / "weights.pt"
+    torch.save(create_model(ModelSpec.from_dict(SPEC)).state_dict(), weights)
+    rc = main(["slim", str(weights), "--round-to", "auto", "--model", "tiny_factory:build"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "needs an mtlexport checkpoint" in err and len(err.strip().splitlines()) == 1
+    rc = main(["slim", str(ckpt), "--force", "--round-to", "auto", "--model", "tiny_factory:build"])
+    err = capsys.readouterr().err  # an mtlexport checkpoint of a built-in model with --model
+    assert rc == 1 and "holds a built-in mtlexport model" in err and len(err.strip().splitlines()) == 1
 
 
 def test_slim_auto_without_onnxruntime_is_one_line_error(ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -133,3 +144,26 @@ def test_slim_auto_without_onnxruntime_is_one_line_error(ckpt: Path, tmp_path: P
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert rc == 3 and len(errors) == 1 and "onnxruntime is not installed" in errors[0]
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_existing_outputs_are_refused_before_the_surgery_unless_forced(
+        ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out, png = tmp_path / "s.pt", tmp_path / "c.png"
+    out.write_bytes(b"old")
+    rc = main(["slim", str(ckpt), "--out", str(out), "--input-size", "32"])
+    err = capsys.readouterr().err
+    assert rc == 1 and f"--out {out} already exists; pass --force" in err and len(err.strip().splitlines()) == 1
+    assert out.read_bytes() == b"old"
+    png.write_bytes(b"old")
+    assert main(["slim", str(ckpt), "--out", str(tmp_path / "new.pt"), "--plot", str(png)]) == 1
+    assert f"--plot {png} already exists" in capsys.readouterr().err and not (tmp_path / "new.pt").exists()
+    assert main(["slim", str(ckpt), "--out", str(out), "--plot", str(png), "--input-size", "32x40", "--force",
+                 "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert out.read_bytes()[:3] != b"old" and payload["input_shape"][-2:] == [32, 40]
+    for flag in ("--out", "--plot"):  # a folder where a file is meant: one line, nothing left behind
+        argv = ["slim", str(ckpt), "--out", str(tmp_path / "x.pt"), flag, str(tmp_path)]
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert f"{flag} {tmp_path} is a folder; give a file path" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.png", "s.pt"]

@@ -14,7 +14,7 @@ TRTEXEC_KEYS = ["startEnqMs", "endEnqMs", "startH2dMs", "endH2dMs", "startComput
                 "startD2hMs", "endD2hMs", "h2dMs", "computeMs", "d2hMs", "latencyMs"]
 
 
-def _checkpoint(path: Path, width: int) -> Path:
+def _checkpoint(path: Path, width: int, size: int = 32) -> Path:
     from mtlexport.models import ModelSpec, create_model
     from mtlexport.train.checkpoint import Checkpoint, save_checkpoint
 
@@ -24,7 +24,7 @@ def _checkpoint(path: Path, width: int) -> Path:
         "tasks": [{"name": "seg", "type": "segmentation", "num_outputs": 3, "head": head},
                   {"name": "depth", "type": "depth", "head": head}]})
     return save_checkpoint(path, Checkpoint(spec=spec, state_dict=create_model(spec).state_dict(),
-                                            config={"data": {"height": 32, "width": 32}}))
+                                            config={"data": {"height": size, "width": size}}))
 
 
 @pytest.fixture(scope="module")
@@ -77,19 +77,71 @@ def test_compare(models: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) 
     assert [c["batch"] for c in payload["comparisons"]] == [1, 2]
     c = payload["comparisons"][0]
     assert c["baseline"] == "dense" and c["candidate"] == "slim" and c["macs_ratio"] > 1
-    assert c["realised"] == pytest.approx(c["speedup"] / c["macs_ratio"])
+    assert c["realised"] == (None if c["slower"] else pytest.approx(c["speedup"] / c["macs_ratio"]))
+    assert c["input_shape"] == [3, 32, 32]
+    assert payload["metadata"]["compare"]["baseline"] == "dense"
 
 
-def test_compare_table(models: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["bench", "--engine", str(models[0]), "--compare", str(models[1]), *FAST]) == 0
-    out = capsys.readouterr().out
-    assert "slim vs dense" in out and "realised" in out
+def test_compare_table_names_the_baseline(models: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", str(models[0]), "--compare", str(models[1]), *FAST]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "candidate slim vs baseline dense on torch, inputs 3x32x32" in out and "realised" in out
+    assert "dense/torch (baseline)" in out and "slim/torch (candidate)" in out
 
 
-def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+def test_a_slower_candidate_shows_no_realised_share(models: tuple[Path, Path],
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    # the bigger model as the candidate: more MACs and (almost always) slower
+    assert main(["bench", str(models[1]), "--compare", str(models[0]), "--json", *FAST]) == 0
+    (c,) = json.loads(capsys.readouterr().out)["comparisons"]
+    assert c["macs_ratio"] < 1 and c["realised"] is None and c["realised_min"] is None
+    assert "does not have fewer MACs" in c["note"] and c["slower"] == (c["speedup"] < 1)
+
+
+def test_compare_of_different_input_sizes(models: tuple[Path, Path], tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    big = _checkpoint(tmp_path / "big.pt", 4, size=64)
+    assert main(["bench", str(models[0]), "--compare", str(big), *FAST]) == 2
+    _one_line_error(capsys, "dense (baseline) takes 3x32x32 inputs but big takes 3x64x64", "--input-size HxW")
+    assert main(["bench", str(models[0]), "--compare", str(big), "--input-size", "48", "--json", *FAST]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert [r["input_shape"] for r in payload["results"]] == [[1, 3, 48, 48]] * 2
+    assert payload["comparisons"][0]["input_shape"] == [3, 48, 48]
+
+
+def test_engine_as_positional_or_option(models: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", str(models[0]), "--engine", str(models[0]), "--json", *FAST]) == 0
+    assert json.loads(capsys.readouterr().out)["results"][0]["label"] == "dense"
+    assert main(["bench", *FAST]) == 2
+    _one_line_error(capsys, "no model given; pass ENGINE")
+    assert main(["bench", str(models[0]), "--engine", str(models[1]), *FAST]) == 2
+    _one_line_error(capsys, "two models given", "--compare")
+
+
+def test_existing_outputs_are_refused_before_measuring_unless_forced(
+        models: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    table = tmp_path / "bench.csv"
+    table.write_text("old")
+    assert main(["bench", str(models[0]), "--csv", str(table), *FAST]) == 1
+    _one_line_error(capsys, f"--csv {table} already exists; pass --force")
+    assert table.read_text() == "old"
+    assert main(["bench", str(models[0]), "--csv", str(table), "--force", *FAST]) == 0
+    assert table.read_text().startswith("label,")
+    for flag in ("--plot", "--export-times", "--csv"):  # a folder where a file is meant
+        assert main(["bench", str(models[0]), flag, str(tmp_path), *FAST]) == 1
+        _one_line_error(capsys, f"{flag} {tmp_path} is a folder; give a file path")
+    times = tmp_path / "t.json"
+    (tmp_path / "t.dense.torch.b2.json").write_text("[]")  # one of the per-result files of a sweep
+    assert main(["bench", str(models[0]), "--batch", "1,2", "--export-times", str(times), *FAST]) == 1
+    _one_line_error(capsys, "t.dense.torch.b2.json already exists")
+    assert not (tmp_path / "t.dense.torch.b1.json").exists()
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str], *needles: str) -> str:
     err = capsys.readouterr().err.strip().splitlines()
     assert err and err[-1].startswith("error: ")
     assert "Traceback" not in "\n".join(err)
+    assert len(err[-1]) <= 300 and all(n in err[-1] for n in needles), err[-1]
     return err[-1]
 
 

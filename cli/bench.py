@@ -9,13 +9,13 @@ import typer
 
 from cli._common import ForceOpt, JsonOpt, ModelOpt, RichReporter, emit_json, make_table, stdout
 
-ENGINE_HELP = "A .pt checkpoint, .onnx, .plan or export directory."
-EngineArg = Annotated[Path | None, typer.Argument(help=ENGINE_HELP + " (or --engine)", metavar="[ENGINE]",
+ENGINE_HELP = "The model: a .pt checkpoint, .onnx, .plan or export directory"
+EngineArg = Annotated[Path | None, typer.Argument(help=ENGINE_HELP + " (or --engine).", metavar="ENGINE",
                                                   show_default=False)]
-EngineOpt = Annotated[Path | None, typer.Option("--engine", "-e", help=ENGINE_HELP + " (or the positional ENGINE)",
+EngineOpt = Annotated[Path | None, typer.Option("--engine", "-e", help=ENGINE_HELP + " (or the positional ENGINE).",
                                                 show_default=False)]
 BackendOpt = Annotated[str | None, typer.Option("--backend", "-b", help="torch, inductor (torch.compile), ort or trt "
-                                                "(comma-separated for several); default: inferred from --engine.",
+                                                "(comma-separated for several); default: inferred from ENGINE.",
                                                 show_default=False)]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: cuda for trt, else cpu).",
                                                show_default=False)]

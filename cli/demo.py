@@ -37,7 +37,7 @@ def demo(
                                             show_default="the config's")] = None,
     round_to: Annotated[int | None, typer.Option("--round-to", min=1, help="Keep every slimmed width a multiple of N.",
                                                  show_default=str(DemoOptions.round_to))] = None,
-    bench_seconds: Annotated[float | None, typer.Option("--bench-seconds", "--duration-s",
+    bench_seconds: Annotated[float | None, typer.Option("--duration-s", "--bench-seconds",
                                                         help="Timed seconds per model, backend "
                                                         "and batch size.",
                                                         show_default=str(DemoOptions.bench_seconds))] = None,

@@ -11,7 +11,8 @@ from cli._common import CheckpointArg, JsonOpt, ModelOpt, RichReporter, emit_jso
 SplitOpt = Annotated[str, typer.Option("--split", help="Split to evaluate: train, val or test.")]
 DataOpt = Annotated[list[str] | None, typer.Option(
     "--data", metavar="KEY=VALUE", help="Override a data config field: KEY=VALUE (value parsed as YAML). Repeatable.")]
-BatchOpt = Annotated[int | None, typer.Option("--batch-size", min=1, help="Batch size (default: the training one).")]
+BatchOpt = Annotated[int | None, typer.Option("--batch", "--batch-size", min=1,
+                                              help="Batch size (default: the training one).")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 
 

@@ -56,6 +56,14 @@ def render(report: Any, layers: bool) -> None:
         s = report.sparsity
         stdout.print(f"group sparsity ({s.get('scope')}): {s['zero_groups']}/{s['num_groups']} groups "
                      f"= {s['group_sparsity']:.2f}%  params in zero groups {s['param_sparsity']:.2f}%")
+    trained = report.trained_sparsity
+    if trained.get("lasso_groups"):
+        line = (f"trained with {trained.get('grouping', 'channel')} groups: "
+                f"{trained.get('zero_groups', 0)}/{trained['lasso_groups']} zero")
+        if "removable_channels" in trained:
+            line += (f"; removable channels {trained['removable_channels']}, removable MACs "
+                     f"{100 * trained['removable_macs_share']:.1f}% (slim MACs ratio {trained['macs_ratio']:.3f})")
+        stdout.print(line)
     if report.slim:
         stdout.print(make_table("slimmed from", ["", "value"], _slim_rows(report.slim)))
     if layers:
@@ -82,6 +90,8 @@ def _slim_rows(slim: dict[str, Any]) -> list[list[Any]]:
         ["MACs/sample before / after", f"{slim.get('macs_before', 0):,} / {slim.get('macs_after', 0):,}"],
         ["group sparsity / realised", f"{100 * slim.get('group_sparsity', 0):.1f}% / {100 * slim.get('realised', 0):.1f}%"],
         ["channels removable / removed", f"{slim.get('removable')} / {slim.get('removed')}"],
+        *([f"zero {t['grouping']} groups -> channels removed", f"{t['zero_groups']} -> {slim.get('removed')}"]
+          for t in [slim.get("trained_groups")] if t),
         ["kept although dead", ", ".join(f"{k} {v}" for k, v in kept.items()) or "none"],
         ["round to", slim.get("round_to")],
         ["verification", f"{'passed' if verification.get('passed') else 'FAILED'}, max rel error "

@@ -124,6 +124,8 @@ def _render(report, plot: Path | None) -> None:  # noqa: ANN001 - SlimReport, im
          ratio(report.macs_after, report.macs_before)],
         ["group sparsity / realised", f"{report.group_sparsity:.1%}", f"{report.realised:.1%}", ""],
         ["channels removable / removed", report.removable, report.removed, f"kept: {kept}"],
+        *([[f"zero {report.trained_groups['grouping']} groups -> channels removed",
+            report.trained_groups["zero_groups"], report.removed, ""]] if report.trained_groups else []),
         ["seconds", "", report.seconds.get("total", 0.0), ""],
     ]
     if report.folded or report.unfoldable:

@@ -39,6 +39,16 @@ TRACE_SIZE = 32
 REAL_SAMPLES = 2
 
 
+def trained_groups(ckpt: Any) -> dict[str, Any]:
+    """The group-lasso groups a checkpoint was trained with and how many are zero (empty if none)."""
+    record = (ckpt.extra or {}).get("sparsity") or {}
+    grouping = (ckpt.config.get("optimizer") or {}).get("grouping", "channel") if isinstance(ckpt.config, dict) else None
+    if "lasso_groups" not in record:
+        return {}
+    zero = record.get("zero_coupled_groups", record.get("zero_lasso_groups"))
+    return {"grouping": grouping, "zero_groups": zero, "groups": record["lasso_groups"]}
+
+
 def default_output(path: str | Path) -> Path:
     """``<stem>.slim.pt`` beside ``path``."""
     p = Path(path)
@@ -102,7 +112,7 @@ def slim_checkpoint(
                         dtype=_dtype(float64), reporter=reporter)
     target = Path(out) if out is not None else default_output(path)
     report = dataclasses.replace(report, notices=tuple(notices), source=str(path), output=str(target),
-                                 round_to=round_to, auto=auto_report)
+                                 round_to=round_to, auto=auto_report, trained_groups=trained_groups(ckpt))
     spec = ckpt.spec.with_widths(changed_widths(widths_before, layer_widths(model)))
     slim = Checkpoint(
         spec=spec, state_dict=model.state_dict(), config=ckpt.config, epoch=ckpt.epoch, metrics=ckpt.metrics,

@@ -106,6 +106,9 @@ class SlimReport:
     source: str = ""
     output: str = ""
     auto: Any = None  # surgery.auto.AutoReport with --round-to auto (round_to is then "auto")
+    # The training's own group-lasso groups (checkpoints of group-sparse runs): grouping,
+    # zero_groups, groups. With coupled groups every zero group is a removed channel.
+    trained_groups: dict[str, Any] = field(default_factory=dict)
 
     @property
     def max_rel_error(self) -> float:
@@ -131,6 +134,7 @@ class SlimReport:
             "round_to": self.round_to, "seconds": dict(self.seconds), "notices": list(self.notices),
             "layers": [layer.to_dict() for layer in self.layers],
             "auto": self.auto.to_dict() if self.auto is not None else None,
+            "trained_groups": dict(self.trained_groups),
         }
 
 

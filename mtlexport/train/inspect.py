@@ -55,6 +55,9 @@ class InspectReport:
     widths_changed: int = 0
     extra_keys: list[str] = field(default_factory=list)
     non_finite_tensors: list[str] = field(default_factory=list)
+    # The last sparsity record of a group-sparse run: its own groups, zero groups, removable
+    # channels and the removable MACs share (empty for other checkpoints).
+    trained_sparsity: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -92,8 +95,19 @@ def inspect_checkpoint(path: str | Path, input_size: tuple[int, int] | None = No
         macs=profile.macs, gflops=profile.gflops, input_shape=profile.input_shape,
         layers=_layers(model, zeros), epoch=ckpt.epoch, metrics=ckpt.metrics, versions=ckpt.versions,
         sparsity=sparsity, slim=ckpt.extra.get("slim"), widths_changed=len(spec.widths),
-        extra_keys=sorted(ckpt.extra), non_finite_tensors=non_finite,
+        extra_keys=sorted(ckpt.extra), non_finite_tensors=non_finite, trained_sparsity=_trained(ckpt),
     )
+
+
+def _trained(ckpt: Any) -> dict[str, Any]:
+    record = ckpt.extra.get("sparsity") or {}
+    if "lasso_groups" not in record:
+        return {}
+    keys = ("lasso_groups", "removable_channels", "macs_ratio", "removable_macs_share", "lambda")
+    out = {k: record[k] for k in keys if k in record}
+    out["zero_groups"] = record.get("zero_coupled_groups", record.get("zero_lasso_groups", 0))
+    out["grouping"] = (ckpt.config.get("optimizer") or {}).get("grouping", "channel")
+    return out
 
 
 def _count(module: nn.Module) -> int:

@@ -88,11 +88,14 @@ def export_network(model: nn.Module, spec: ModelSpec, out_dir: Path, options: Ex
                    data_config: dict[str, Any] | None = None, source: dict[str, Any] | None = None,
                    reporter: Reporter | None = None) -> ExportReport:
     """Export an in-memory model built from ``spec`` (``export_model`` without the checkpoint)."""
+    from mtlexport.train.checkpoint import check_finite_weights
+
     reporter = reporter or NullReporter()
     start = time.perf_counter()
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out {out_dir} is a file; give a folder")
+    check_finite_weights(model.state_dict(), (source or {}).get("checkpoint") or "the model")
     height, width = resolve_size(options, data_config, spec.backbone.output_stride)
     chw = (spec.in_channels, height, width)
     probe = probe_tensorrt()

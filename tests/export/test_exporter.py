@@ -229,3 +229,20 @@ def test_manifest_says_what_was_validated_where(dense_export) -> None:  # noqa: 
     assert fp16["runtime"].startswith("onnxruntime ")
     validated = report.manifest["precision"]["recipe"]["validated"]
     assert "not float16 arithmetic" in validated and f"inserted {fp16['casts_inserted']} Casts" in validated
+
+
+def test_export_network_names_a_non_finite_tensor_before_exporting(tmp_path: Path) -> None:
+    import torch
+
+    from mtlexport.errors import CheckpointError
+    from mtlexport.export import ExportOptions, export_network
+    from mtlexport.models import ModelSpec, create_model
+
+    spec = ModelSpec.from_dict({"backbone": {"name": "resnet18", "base_width": 4, "output_stride": 8},
+                                "tasks": [{"name": "depth", "type": "depth", "head": {"width": 4, "rates": [1]}}]})
+    model = create_model(spec)
+    with torch.no_grad():
+        model.backbone.stem[0].weight[0, 0, 0, 0] = float("inf")
+    with pytest.raises(CheckpointError, match=r"the model: tensor backbone.stem.0.weight holds 0 NaN and 1 Inf"):
+        export_network(model, spec, tmp_path / "out", ExportOptions(height=32, width=32, engine=False))
+    assert not (tmp_path / "out").exists()

@@ -20,10 +20,10 @@ def export(
     out: OutDirOpt,
     batch: Annotated[str, typer.Option("--batch", help="Dynamic batch range MIN:OPT:MAX (or MIN,OPT,MAX, or N for a "
                                        "fixed batch).")] = "1:4:8",
-    input_size: Annotated[str | None, typer.Option("--input-size", help="Image size HxW (or N for NxN) "
-                                                   "[default: the checkpoint's data size].", show_default=False)] = None,
-    height: Annotated[int | None, typer.Option("--height", hidden=True, help="Old spelling of --input-size HxW.")] = None,
-    width: Annotated[int | None, typer.Option("--width", hidden=True, help="Old spelling of --input-size HxW.")] = None,
+    input_size: Annotated[str | None, typer.Option("--input-size", show_default=False, help="Image size HxW (or N "
+                                                   "for NxN) [default: the checkpoint's data size].")] = None,
+    height: Annotated[int | None, typer.Option("--height", hidden=True, help="Old spelling of --input-size.")] = None,
+    width: Annotated[int | None, typer.Option("--width", hidden=True, help="Old spelling of --input-size.")] = None,
     precision: Annotated[str, typer.Option("--precision", help="fp32 or fp16 (fp16 also writes model.fp16.onnx).")] = "fp32",
     opset: Annotated[int, typer.Option("--opset", help="ONNX opset, 17..21.")] = 18,
     simplify: Annotated[bool, typer.Option("--simplify/--no-simplify", help="Simplify with onnxslim.")] = True,

@@ -170,7 +170,8 @@ _REQUIRED: tuple[tuple[str, Any, str], ...] = (
     ("input.name", _is_name, "the input's name"),
     ("input.shape", _is_shape, 'the input shape ["batch", C, H, W]'),
     ("input.batch", lambda v: isinstance(v, dict), "the batch range {min, opt, max}"),
-    *((f"input.batch.{k}", lambda v: _is_int(v) and v > 0, f"the {k.upper()} batch size") for k in ("min", "opt", "max")),
+    *((f"input.batch.{k}", lambda v: _is_int(v) and v > 0, f"the {k.upper()} batch size")
+      for k in ("min", "opt", "max")),
     ("outputs", lambda v: isinstance(v, list) and bool(v) and all(isinstance(o, dict) and _is_name(o.get("name"))
                                                                   for o in v), "the model's outputs, each with a name"),
     ("precision", lambda v: isinstance(v, dict), "the precision section"),

@@ -13,7 +13,7 @@ __all__ = ["plot_delta_vs_latency", "plot_mask_iou"]
 
 
 def plot_delta_vs_latency(series: Mapping[str, Sequence[tuple[float, float]]], path: str | Path,
-                          title: str = "Delta_T against measured latency (ONNX Runtime CPU, batch 1)") -> Path:
+                          title: str = "Delta_T against latency (ORT CPU, batch 1)") -> Path:
     """Delta_T (%) against latency (ms), one marker set per method."""
     if not any(series.values()):
         raise ConfigError("nothing to plot: no (latency, Delta_T) points")

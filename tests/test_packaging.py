@@ -79,3 +79,11 @@ def test_pip_resolves_one_flavour_for_a_gpu_install(tmp_path: Path) -> None:
     installed = {canonicalize_name(item["metadata"]["name"]) for item in json.loads(report.read_text())["install"]}
     assert "mtlexport" in installed and "torch" in installed
     assert installed & FLAVOURS == {"onnxruntime-gpu"}
+
+
+def test_the_cli_lives_inside_the_package() -> None:
+    """An install adds one top-level package, ``mtlexport``: no ``cli`` that could clash."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert _project()["scripts"]["mtlexport"] == "mtlexport.cli.main:main"
+    assert config["tool"]["setuptools"]["packages"]["find"]["include"] == ["mtlexport*"]
+    assert not (ROOT / "cli").exists() and (ROOT / "mtlexport" / "cli" / "main.py").is_file()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.main import main
+from mtlexport.cli.main import main
 
 FAST = ["--duration-s", "0.02", "--warmup-ms", "5", "--iterations", "3", "--threads", "1"]
 TRTEXEC_KEYS = ["startEnqMs", "endEnqMs", "startH2dMs", "endH2dMs", "startComputeMs", "endComputeMs",

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cli.main import main
+from mtlexport.cli.main import main
 from tests.train.conftest import tiny_config_dict
 
 

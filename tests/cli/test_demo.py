@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from cli.main import main
+from mtlexport.cli.main import main
 
 HEAD = {"width": 8, "rates": [1, 2]}
 TINY = {

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cli.main import main
+from mtlexport.cli.main import main
 from mtlexport.models import ModelSpec, create_model
 from mtlexport.train.checkpoint import Checkpoint, save_checkpoint
 
@@ -203,7 +203,7 @@ def test_sigterm_mid_export_leaves_no_staging_folder(ckpt: Path, tmp_path: Path)
     import time
 
     out = tmp_path / "out"
-    code = "import sys; from cli.main import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from mtlexport.cli.main import main; sys.exit(main(sys.argv[1:]))"
     proc = subprocess.Popen([sys.executable, "-c", code, "export", str(ckpt), "--out", str(out), "--no-real-data"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})

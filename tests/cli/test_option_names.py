@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.main import main
+from mtlexport.cli.main import main
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

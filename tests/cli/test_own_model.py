@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cli.main import main
+from mtlexport.cli.main import main
 from mtlexport.models import BackboneSpec, ModelSpec, TaskSpec
 from mtlexport.train.checkpoint import Checkpoint, save_checkpoint
 

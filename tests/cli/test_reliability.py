@@ -18,9 +18,9 @@ import pytest
 import yaml
 from rich.console import Console
 
-from cli._common import RichReporter, emit_json
-from cli.eval import headline
-from cli.main import build_app, main, one_line
+from mtlexport.cli._common import RichReporter, emit_json
+from mtlexport.cli.eval import headline
+from mtlexport.cli.main import build_app, main, one_line
 from mtlexport.train import TrainConfig
 from mtlexport.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from mtlexport.train.config import resolve_config
@@ -185,7 +185,7 @@ def test_progress_bar_fits_80_columns() -> None:
 
 # ----------------------------------------------------------------------------- Ctrl-C, SIGTERM, lock
 def _start_train(files: Path, out: Path, epochs: int) -> subprocess.Popen[str]:
-    code = "import sys; from cli.main import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from mtlexport.cli.main import main; sys.exit(main(sys.argv[1:]))"
     argv = ["train", "-c", str(files / "tiny.yaml"), "--out", str(out), "--set", f"train.epochs={epochs}"]
     return subprocess.Popen([sys.executable, "-c", code, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from cli.main import main
+from mtlexport.cli.main import main
 from mtlexport.models import ModelSpec, create_model
 from mtlexport.train.checkpoint import Checkpoint, save_checkpoint
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.main import main
+from mtlexport.cli.main import main
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_models" / "quick_sparse.pt"
 

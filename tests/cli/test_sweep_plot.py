@@ -9,7 +9,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from cli.main import main
+from mtlexport.cli.main import main
 
 TINY = {
     "model": {

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cli.main import main
+from mtlexport.cli.main import main
 
 TINY = {
     "model": {

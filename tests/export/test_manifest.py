@@ -131,7 +131,7 @@ def test_a_malformed_key_is_named(folder: Path, key: str, value: object) -> None
 
 
 def test_bench_of_a_manifest_without_outputs_is_one_line(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from cli.main import main
+    from mtlexport.cli.main import main
 
     data = json.loads((folder / "manifest.json").read_text())
     del data["outputs"]

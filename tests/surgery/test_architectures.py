@@ -189,7 +189,7 @@ def test_a_real_mismatch_is_still_refused() -> None:
 def test_cli_table_names_the_blocking_op_types(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     """``mtlexport slim`` without --json names the layer / op types that kept groups whole."""
-    from cli.main import main
+    from mtlexport.cli.main import main
 
     (tmp_path / "user_convnext.py").write_text(
         "from tests.surgery.arch_models import build_dead\n\n"

@@ -52,6 +52,6 @@ def _install_hooks() -> None:
 
 if __name__ == "__main__":
     _install_hooks()
-    from cli.main import main
+    from mtlexport.cli.main import main
 
     sys.exit(main())

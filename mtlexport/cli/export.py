@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cli._common import CheckpointArg, ForceOpt, JsonOpt, ModelOpt, OutDirOpt, emit_json, make_table, stdout
+from mtlexport.cli._common import CheckpointArg, ForceOpt, JsonOpt, ModelOpt, OutDirOpt, emit_json, make_table, stdout
 
 
 def register(app: typer.Typer) -> None:
@@ -44,7 +44,7 @@ def export(
 
     An --out folder that already holds files is refused unless --force (it is then replaced
     only once the new export is complete)."""
-    from cli._common import RichReporter
+    from mtlexport.cli._common import RichReporter
     from mtlexport.export import BatchRange, ExportOptions, export_model, export_weights
     from mtlexport.train.checkpoint import FORMAT, file_format
 

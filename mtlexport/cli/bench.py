@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cli._common import ForceOpt, JsonOpt, ModelOpt, RichReporter, emit_json, make_table, stdout
+from mtlexport.cli._common import ForceOpt, JsonOpt, ModelOpt, RichReporter, emit_json, make_table, stdout
 
 ENGINE_HELP = "The model: a .pt checkpoint, .onnx, .plan or export directory"
 EngineArg = Annotated[Path | None, typer.Argument(help=ENGINE_HELP + " (or --engine).", metavar="ENGINE",

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from cli._common import JsonOpt, emit_json, stdout, writable_dir
+from mtlexport.cli._common import JsonOpt, emit_json, stdout, writable_dir
 
 SourceArg = Annotated[Path, typer.Argument(help="Run folder written by 'mtlexport train', or a checkpoint .pt.",
                                            show_default=False)]

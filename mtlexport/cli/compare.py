@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cli._common import make_table, stdout
+from mtlexport.cli._common import make_table, stdout
 
 MethodsOpt = Annotated[str, typer.Option(
     "--methods", metavar="M1,M2,...", help="Comma-separated sparsifiers to compare at one target, e.g. "

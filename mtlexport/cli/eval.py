@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cli._common import CheckpointArg, JsonOpt, ModelOpt, RichReporter, emit_json, make_table, stdout
+from mtlexport.cli._common import CheckpointArg, JsonOpt, ModelOpt, RichReporter, emit_json, make_table, stdout
 
 SplitOpt = Annotated[str, typer.Option("--split", help="Split to evaluate: train, val or test.")]
 DataOpt = Annotated[list[str] | None, typer.Option(

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from cli._common import CheckpointArg, JsonOpt, ModelOpt, emit_json, make_table, stdout
+from mtlexport.cli._common import CheckpointArg, JsonOpt, ModelOpt, emit_json, make_table, stdout
 
 LayersOpt = Annotated[bool, typer.Option("--layers/--no-layers", help="Show the per-layer table.")]
 

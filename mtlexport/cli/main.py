@@ -25,15 +25,15 @@ _UsageErrorBase: type[Exception] = next(c for c in typer.BadParameter.__mro__ if
 # Modules that define a ``register(app)`` function; missing ones are skipped so that
 # commands can land one at a time.
 COMMAND_MODULES = (
-    "cli.train",
-    "cli.sweep",
-    "cli.eval",
-    "cli.inspect",
-    "cli.plot",
-    "cli.slim",
-    "cli.export",
-    "cli.bench",
-    "cli.demo",
+    "mtlexport.cli.train",
+    "mtlexport.cli.sweep",
+    "mtlexport.cli.eval",
+    "mtlexport.cli.inspect",
+    "mtlexport.cli.plot",
+    "mtlexport.cli.slim",
+    "mtlexport.cli.export",
+    "mtlexport.cli.bench",
+    "mtlexport.cli.demo",
 )
 
 
@@ -128,7 +128,7 @@ def _show_warning(message: Any, category: type[Warning], filename: str, lineno: 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return the exit code (the console script exits with it)."""
-    from cli import _common
+    from mtlexport.cli import _common
 
     debug = bool(os.environ.get(DEBUG_ENV))
     args = list(sys.argv[1:] if argv is None else argv)

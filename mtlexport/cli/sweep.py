@@ -7,9 +7,9 @@ from typing import Annotated, Any
 
 import typer
 
-from cli._common import JsonOpt, OutDirOpt, RichReporter, emit_json, make_table, stdout
-from cli.compare import MethodsOpt, StructureOpt, TargetMacsOpt, render_methods, run_methods
-from cli.train import ConfigOpt, SetOpt
+from mtlexport.cli._common import JsonOpt, OutDirOpt, RichReporter, emit_json, make_table, stdout
+from mtlexport.cli.compare import MethodsOpt, StructureOpt, TargetMacsOpt, render_methods, run_methods
+from mtlexport.cli.train import ConfigOpt, SetOpt
 
 LambdasOpt = Annotated[str, typer.Option(
     "--lambdas", metavar="L1,L2,...", help="Comma-separated group-lasso strengths, e.g. 0,1e-6,1e-5,1e-4.", show_default=False)]

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from cli._common import CheckpointArg, ForceOpt, JsonOpt, RichReporter, emit_json, make_table, stdout
+from mtlexport.cli._common import CheckpointArg, ForceOpt, JsonOpt, RichReporter, emit_json, make_table, stdout
 from mtlexport.errors import ConfigError
 
 HELP = """Remove provably dead channels, verify the slim model is exact, write SLIM.pt.

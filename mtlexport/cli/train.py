@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cli._common import (
+from mtlexport.cli._common import (
     ForceOpt, JsonOpt, ModelOpt, OutDirOpt, RichReporter, emit_json, interrupt_note, make_table, stdout,
 )
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cli._common import ForceOpt, JsonOpt, RichReporter, emit_json, interrupt_note, make_table, stdout
+from mtlexport.cli._common import ForceOpt, JsonOpt, RichReporter, emit_json, interrupt_note, make_table, stdout
 from mtlexport.demo import DEFAULT_TARGET, DemoOptions
 
 HELP = """Train a dense and a group-sparse model, slim, export and benchmark them: one table.

@@ -62,7 +62,7 @@ def export_onnx(model: nn.Module, path: Path, names: tuple[str, ...], example: T
     except Exception as exc:  # exporters raise many types; all mean "this model did not export"
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ExportError(f"ONNX export ({exporter}) failed: {first[:300]}") from exc
-    return f"torch.onnx.export(dynamo=True, dynamic_shapes)" if exporter == "dynamo" else "torch.onnx.export(dynamo=False, dynamic_axes)"
+    return "torch.onnx.export(dynamo=True, dynamic_shapes)" if exporter == "dynamo" else "torch.onnx.export(dynamo=False, dynamic_axes)"
 
 
 @contextlib.contextmanager

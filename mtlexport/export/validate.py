@@ -87,7 +87,6 @@ def ort_run_info(model: Path, optimized: Path) -> dict[str, Any]:
     computes them in float32, so an FP16 model validated here is not checked in FP16.
     """
     import onnx
-    from onnx import TensorProto
 
     ort = import_ort()
     source = onnx.load(str(model), load_external_data=False)

@@ -32,7 +32,6 @@ import json
 import os
 import platform
 import re
-import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterable

@@ -10,7 +10,6 @@ CPU compilation needs a C++ compiler; CUDA compilation needs Triton.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import os
 import shutil
@@ -18,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from mtlexport.bench.runners.base import RUNNERS, Runner
+from mtlexport.bench.runners.base import RUNNERS
+from mtlexport.bench.runners.pytorch import TorchDeviceRunner
 from mtlexport.errors import BackendUnavailableError, ConfigError
 
 # Every (model, batch size, mode) is its own static graph and dynamo cache entry of one forward
@@ -50,7 +50,7 @@ def _has_cxx() -> bool:
 
 
 @RUNNERS.register("inductor")
-class InductorRunner(Runner):
+class InductorRunner(TorchDeviceRunner):
     """Runs ``torch.compile(model, dynamic=False, fullgraph=True)`` of the checkpoint's model."""
 
     name = "inductor"
@@ -95,9 +95,6 @@ class InductorRunner(Runner):
         self._out: dict[str, Any] = {}
         self._host_out: dict[str, Any] = {}
 
-    def _stream_ctx(self) -> contextlib.AbstractContextManager[Any]:
-        return self._torch.cuda.stream(self._stream) if self.on_cuda else contextlib.nullcontext()
-
     def _forward(self) -> dict[str, Any]:
         torch = self._torch
         with torch.inference_mode():
@@ -138,27 +135,9 @@ class InductorRunner(Runner):
             self._compiled_batches.append(batch)
         return out
 
-    def _h2d_impl(self) -> None:
-        with self._stream_ctx():
-            self._x.copy_(self._host_x, non_blocking=True)
-
     def _compute_impl(self) -> None:
         with self._stream_ctx():
             self._out = self._forward()
-
-    def _d2h_impl(self) -> None:
-        with self._stream_ctx():
-            for k, v in self._out.items():
-                self._host_out[k].copy_(v, non_blocking=True)
-
-    def _synchronize_impl(self) -> None:
-        if self._stream is not None:
-            self._stream.synchronize()
-
-    def _outputs_impl(self) -> dict[str, Any]:
-        self.synchronize()
-        src = self._host_out if self.transfers else self._out
-        return {k: src[k].detach().float().cpu().numpy() for k in self._names}
 
     def _deactivate_impl(self) -> None:
         self._torch.set_num_threads(self._old_threads)

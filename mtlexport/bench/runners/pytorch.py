@@ -12,8 +12,37 @@ from mtlexport.bench.runners.base import RUNNERS, Runner
 from mtlexport.errors import BackendUnavailableError, ConfigError
 
 
+class TorchDeviceRunner(Runner):
+    """What the eager and compiled torch runners share: the stream, transfers, sync and outputs.
+
+    Subclasses set ``_torch``, ``_stream`` (a CUDA stream or None), ``_names``, ``_out`` and
+    ``_host_out`` in ``_activate_impl`` and ``_x`` / ``_host_x`` in ``_prepare_impl``.
+    """
+
+    def _stream_ctx(self) -> contextlib.AbstractContextManager[Any]:
+        return self._torch.cuda.stream(self._stream) if self.on_cuda else contextlib.nullcontext()
+
+    def _h2d_impl(self) -> None:
+        with self._stream_ctx():
+            self._x.copy_(self._host_x, non_blocking=True)
+
+    def _d2h_impl(self) -> None:
+        with self._stream_ctx():
+            for k, v in self._out.items():
+                self._host_out[k].copy_(v, non_blocking=True)
+
+    def _synchronize_impl(self) -> None:
+        if self._stream is not None:
+            self._stream.synchronize()
+
+    def _outputs_impl(self) -> dict[str, Any]:
+        self.synchronize()
+        src = self._host_out if self.transfers else self._out
+        return {k: src[k].detach().float().cpu().numpy() for k in self._names}
+
+
 @RUNNERS.register("torch")
-class TorchRunner(Runner):
+class TorchRunner(TorchDeviceRunner):
     """Runs the checkpoint's ``MultiTaskNet`` eagerly (or replays a captured CUDA graph)."""
 
     name = "torch"
@@ -45,9 +74,6 @@ class TorchRunner(Runner):
         self._graph: Any = None
         self._out: dict[str, Any] = {}
         self._host_out: dict[str, Any] = {}
-
-    def _stream_ctx(self) -> contextlib.AbstractContextManager[Any]:
-        return self._torch.cuda.stream(self._stream) if self.on_cuda else contextlib.nullcontext()
 
     def _forward(self) -> dict[str, Any]:
         torch = self._torch
@@ -87,10 +113,6 @@ class TorchRunner(Runner):
         self._graph = graph
         return static_out
 
-    def _h2d_impl(self) -> None:
-        with self._stream_ctx():
-            self._x.copy_(self._host_x, non_blocking=True)
-
     def _compute_impl(self) -> None:
         if self._graph is not None:
             with self._stream_ctx():
@@ -98,20 +120,6 @@ class TorchRunner(Runner):
             return
         with self._stream_ctx():
             self._out = self._forward()
-
-    def _d2h_impl(self) -> None:
-        with self._stream_ctx():
-            for k, v in self._out.items():
-                self._host_out[k].copy_(v, non_blocking=True)
-
-    def _synchronize_impl(self) -> None:
-        if self._stream is not None:
-            self._stream.synchronize()
-
-    def _outputs_impl(self) -> dict[str, Any]:
-        self.synchronize()
-        src = self._host_out if self.transfers else self._out
-        return {k: src[k].detach().float().cpu().numpy() for k in self._names}
 
     def _deactivate_impl(self) -> None:
         self._torch.set_num_threads(self._old_threads)

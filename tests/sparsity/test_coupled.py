@@ -15,7 +15,7 @@ from mtlexport.surgery import slim_model
 
 from ..surgery.helpers import randomise_norms, small_spec
 
-ZOO = [("resnet18", s) for s in (8, 16, 32)] + [("resnet34", 16)] + [("resnet50", s) for s in (8, 16, 32)] + [
+ZOO = [(b, s) for b in ("resnet18", "resnet34") for s in (8, 16, 32)] + [("resnet50", s) for s in (8, 16, 32)] + [
     ("mobilenetv2", s) for s in (8, 16, 32)]
 
 

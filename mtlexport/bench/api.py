@@ -155,9 +155,13 @@ def _activate(src: ModelSource, backend: str, settings: BenchSettings, scratch: 
     return runner
 
 
-def _measure(runners: list[Runner], batch: int, settings: BenchSettings, rounds: int,
-             reporter: Reporter) -> list[BenchResult]:
-    """Prepare and check every runner at ``batch``, then time them in alternating rounds."""
+def time_alternating(runners: Sequence[Runner], batch: int, settings: BenchSettings,
+                     rounds: int) -> list[tuple[Harness, dict[str, Any], dict[str, Any], float]]:
+    """Prepare and check every runner at ``batch``, then time them in alternating rounds.
+
+    Returns, per runner: its harness (with the timed records), the output check, its
+    description and the untimed preparation seconds.
+    """
     harnesses, checks, described, prepared = [], [], [], []
     for runner in runners:
         images = make_inputs(runner.source, batch, settings.seed)
@@ -177,8 +181,14 @@ def _measure(runners: list[Runner], batch: int, settings: BenchSettings, rounds:
             if k > 0:
                 harness.warm_up(settings.warmup_ms / rounds)
             harness.measure(iterations, duration)
+    return list(zip(harnesses, checks, described, prepared))
+
+
+def _measure(runners: list[Runner], batch: int, settings: BenchSettings, rounds: int,
+             reporter: Reporter) -> list[BenchResult]:
+    """Time every runner at ``batch`` (``time_alternating``) and turn each into a ``BenchResult``."""
     results = []
-    for runner, harness, check, desc, prepare_s in zip(runners, harnesses, checks, described, prepared):
+    for runner, (harness, check, desc, prepare_s) in zip(runners, time_alternating(runners, batch, settings, rounds)):
         result = _result(runner, harness, batch, check, desc, prepare_s)
         results.append(result)
         reporter.advance("bench", 1 if runner is runners[-1] else 0, model=result.label,

@@ -329,21 +329,6 @@ def _activate(source: Any, backend: str, settings: Any, scratch: Path) -> Any:
 
 def _measure(runners: Sequence[Any], batch: int, settings: Any, rounds: int) -> list[list[float]]:
     """Latencies (ms) of every runner's queries, timed by the bench harness in alternating rounds."""
-    from mtlexport.bench import Harness, check_outputs
-    from mtlexport.bench.source import make_inputs
+    from mtlexport.bench.api import time_alternating
 
-    harnesses = []
-    for runner in runners:
-        runner.prepare(make_inputs(runner.source, batch, settings.seed))
-        check_outputs(runner.outputs(), runner.source, batch, settings, runner.precision)
-        harness = Harness(runner)
-        harness.warm_up(settings.warmup_ms)
-        harnesses.append(harness)
-    iterations = math.ceil(settings.iterations / rounds)
-    duration = settings.duration_s / rounds
-    for k in range(rounds):
-        for harness in harnesses if k % 2 == 0 else harnesses[::-1]:
-            if k > 0:
-                harness.warm_up(settings.warmup_ms / rounds)
-            harness.measure(iterations, duration)
-    return [[r.latency_ms for r in h.records] for h in harnesses]
+    return [[r.latency_ms for r in h.records] for h, *_ in time_alternating(runners, batch, settings, rounds)]

@@ -213,7 +213,7 @@ def compare_methods(
     from mtlexport.sparsity.methods import SPARSIFIERS
     from mtlexport.tasks import build_tasks, delta_score
     from mtlexport.train.loop import LAST, train
-    from mtlexport.train.sweep import _finished
+    from mtlexport.train.sweep import run_finished
 
     names = list(dict.fromkeys(m.strip() for m in methods if m.strip()))
     if not names:
@@ -233,7 +233,7 @@ def compare_methods(
     seeds = [config.train.seed + k for k in range(trials)]
 
     def run(cfg: TrainConfig, folder: Path, what: str) -> tuple[Any, bool]:
-        reused = _finished(folder, cfg.train.epochs)
+        reused = run_finished(folder, cfg.train.epochs)
         reporter.message(f"{what}: " + ("finished earlier, reusing" if reused else f"training into {folder}"))
         return train(cfg, folder, resume=(folder / LAST).is_file(), reporter=reporter), reused
 

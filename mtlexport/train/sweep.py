@@ -31,7 +31,7 @@ from mtlexport.train.config import TrainConfig, resolve_config
 from mtlexport.train.loop import BEST, LAST, SPARSITY, train
 from mtlexport.train.results import TrainResult, flatten_metrics
 
-__all__ = ["SweepResult", "SweepRow", "run_dir_for", "sweep"]
+__all__ = ["SweepResult", "SweepRow", "run_dir_for", "run_finished", "sweep"]
 
 SUMMARY_CSV, SUMMARY_JSON = "summary.csv", "summary.json"
 METRIC_PLOT, SPARSITY_PLOT = "metric_vs_lambda.png", "sparsity_vs_lambda.png"
@@ -123,7 +123,7 @@ def run_dir_for(out_dir: str | Path, lam: float, trial: int, target: float | Non
     return Path(out_dir) / name / f"trial_{trial}"
 
 
-def _finished(run: Path, epochs: int) -> bool:
+def run_finished(run: Path, epochs: int) -> bool:
     """A run folder whose last.pt reached ``epochs`` (or stopped early) and that has a best.pt."""
     if not (run / LAST).is_file() or not (run / BEST).is_file():
         return False
@@ -193,7 +193,7 @@ def sweep(
         for k in range(trials):
             run = run_dir_for(out, lam, k, goal)
             cfg = _sweep_config(config, lam, config.train.seed + k, goal)
-            reused = _finished(run, cfg.train.epochs)
+            reused = run_finished(run, cfg.train.epochs)
             what = f"target MACs {goal:g}" if goal is not None else f"lambda {lam:g}"
             reporter.message(f"{what} trial {k + 1}/{trials}: "
                              + ("finished earlier, reusing" if reused else f"training into {run}"))

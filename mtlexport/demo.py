@@ -90,7 +90,7 @@ class DemoOptions:
         if isinstance(self.round_to, bool) or not isinstance(self.round_to, int) or self.round_to < 1:
             raise ConfigError(f"--round-to must be a positive integer, got {self.round_to!r}")
         if self.bench_seconds < 0:
-            raise ConfigError(f"--bench-seconds must be >= 0, got {self.bench_seconds!r}")
+            raise ConfigError(f"--duration-s must be >= 0, got {self.bench_seconds!r}")
         if not self.backends:
             raise ConfigError("the demo needs at least one bench backend")
         from mtlexport.bench import RUNNERS, parse_batches

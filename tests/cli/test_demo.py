@@ -120,7 +120,8 @@ def test_skip_train_without_samples_is_one_line(tmp_path: Path, capsys: pytest.C
 @pytest.mark.parametrize("args, words", [
     (["--lambda", "0"], "--lambda must be a positive"),
     (["--epochs", "0"], "--epochs must be a positive"),
-    (["--bench-seconds", "-1"], "--bench-seconds must be >= 0"),
+    (["--bench-seconds", "-1"], "--duration-s must be >= 0"),
+    (["--duration-s", "-1"], "--duration-s must be >= 0"),
     (["--skip-train", "--lambda", "0.1"], "apply to training"),
     (["--target-macs", "1.5"], "--target-macs must be a MACs ratio"),
     (["--lambda", "0.1", "--target-macs", "0.5"], "pass one"),

@@ -64,6 +64,7 @@ class DemoOptions:
     config: Path | None = None
     skip_train: bool = False
     force: bool = False
+    resume: bool = False
     epochs: int | None = None
     lam: float | None = None
     target_macs: float | None = DEFAULT_TARGET
@@ -75,6 +76,8 @@ class DemoOptions:
     threads: int | None = 1
 
     def __post_init__(self) -> None:
+        if self.resume and self.force:
+            raise ConfigError("--resume continues the demo in --out and --force starts it over; pass one of them")
         if self.epochs is not None and (isinstance(self.epochs, bool) or not isinstance(self.epochs, int)
                                         or self.epochs < 1):
             raise ConfigError(f"--epochs must be a positive integer, got {self.epochs!r}")
@@ -126,6 +129,7 @@ class DemoOptions:
 
     def to_dict(self) -> dict[str, Any]:
         return {"config": str(self.config_path), "skip_train": self.skip_train, "force": self.force,
+                "resume": self.resume,
                 "epochs": self.epochs,
                 "lambda": self.lam, "target_macs": self.target_macs, "round_to": self.round_to, "exporter": self.exporter,
                 "backends": list(self.backends), "batches": list(self.batches), "bench_seconds": self.bench_seconds,
@@ -209,7 +213,9 @@ class _Stages:
 def run_demo(out_dir: str | Path, options: DemoOptions | None = None, *,
              reporter: Reporter | None = None) -> DemoResult:
     """Train (or reuse) dense and group-sparse models, slim, export and benchmark them; write
-    ``summary.json``, ``summary.md`` and plots into ``out_dir`` (which must be new or empty)."""
+    ``summary.json``, ``summary.md`` and plots into ``out_dir`` (which must be new or empty,
+    unless ``options.force`` replaces it or ``options.resume`` continues the demo in it: the
+    trainings resume, the later stages, a minute at most, run again)."""
     from mtlexport.bench import compare, load_source
     from mtlexport.export import export_model
     from mtlexport.surgery import slim_checkpoint
@@ -218,7 +224,7 @@ def run_demo(out_dir: str | Path, options: DemoOptions | None = None, *,
     options = options or DemoOptions()
     reporter = reporter or NullReporter()
     out = Path(out_dir)
-    _check_out_dir(out, options.force)
+    _check_out_dir(out, options.force or options.resume)
     configs = _configs(options) if not options.skip_train else {}
     samples = _check_samples(options) if options.skip_train else {}
     export_options, settings = options.export_options(), options.bench_settings()
@@ -242,7 +248,9 @@ def run_demo(out_dir: str | Path, options: DemoOptions | None = None, *,
 
             for kind, cfg in configs.items():
                 with stage(f"train {kind}"):
-                    train[kind] = train_run(cfg, out / kind, force=options.force, reporter=reporter)
+                    # --resume: a finished run is reused as it is, an interrupted one continues.
+                    train[kind] = train_run(cfg, out / kind, resume=options.resume, force=options.force,
+                                            reporter=reporter)
                     ckpts[kind] = Path(train[kind].last_checkpoint)
 
         with stage("slim"):

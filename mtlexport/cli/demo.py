@@ -14,7 +14,7 @@ HELP = """Train a dense and a group-sparse model, slim, export and benchmark the
 
 On the bundled quick configuration (quick.yaml, installed with the package) this takes about 4 minutes on 2 CPU cores; --skip-train reuses the sample checkpoints beside the config (<stem>_dense.pt and <stem>_sparse.pt) and takes under a minute.
 
-Writes OUT/summary.md (the table), OUT/summary.json, plots, both training runs, slim.pt and the two ONNX export folders. A non-empty OUT is refused unless --force."""
+Writes OUT/summary.md (the table), OUT/summary.json, plots, both training runs, slim.pt and the two ONNX export folders. A non-empty OUT is refused unless --force (start over) or --resume (continue an interrupted demo)."""
 
 
 def register(app: typer.Typer) -> None:
@@ -44,6 +44,8 @@ def demo(
     threads: Annotated[int | None, typer.Option("--threads", min=1, help="CPU threads of the benchmarks.",
                                                 show_default=str(DemoOptions.threads))] = None,
     force: ForceOpt = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted demo in --out: finished trainings "
+                                         "are reused, an interrupted one continues, the rest runs again.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Run the whole pipeline on a small config and print the dense vs slim comparison."""
@@ -59,9 +61,10 @@ def demo(
         target_macs_value = target_macs if target_macs is not None else DEFAULT_TARGET
     given = {"config": config, "lam": lam, "epochs": epochs, "bench_seconds": bench_seconds, "threads": threads,
              "round_to": round_to}
-    options = DemoOptions(skip_train=skip_train, force=force, target_macs=target_macs_value,
+    options = DemoOptions(skip_train=skip_train, force=force, resume=resume, target_macs=target_macs_value,
                           **{k: v for k, v in given.items() if v is not None})
-    interrupt_note.set(lambda: f"kept the finished stages in {out}; rerun with --force to start over")
+    interrupt_note.set(lambda: f"kept the finished stages in {out}; rerun with --resume to continue, "
+                               "or --force to start over")
     with RichReporter() as reporter:
         result = run_demo(out, options, reporter=reporter)
     if json_out:

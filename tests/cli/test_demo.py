@@ -150,3 +150,24 @@ def test_default_sparse_run_is_the_sample_recipe() -> None:
     assert dense.name == "adamw" and dense.target_macs is None
     fixed = _configs(DemoOptions(lam=0.01, target_macs=None))["sparse"].optimizer
     assert fixed.lam == 0.01 and fixed.target_macs is None
+
+
+def test_resume_reuses_finished_trainings_and_redoes_the_rest(demo: tuple[Path, dict[str, Any]], tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    root, first = demo
+    out = tmp_path / "out"
+    shutil.copytree(root / "out", out)
+    (out / "summary.md").unlink()  # as if the demo had been interrupted before its summary
+    stamps = {kind: (out / kind / "last.pt").stat().st_mtime_ns for kind in ("dense", "sparse")}
+    rc = main(["demo", "--out", str(out), "--config", str(root / "tiny.yaml"), *FAST, "--resume", "--json"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    payload = json.loads(captured.out)
+    assert (out / "summary.md").is_file() and payload["options"]["resume"] is True
+    for kind in ("dense", "sparse"):  # finished runs were reused, not trained again
+        assert (out / kind / "last.pt").stat().st_mtime_ns == stamps[kind]
+        assert payload["train"][kind]["epochs_run"] == first["train"][kind]["epochs_run"]
+    assert "resumed" in captured.err
+    rc = main(["demo", "--out", str(out), "--resume", "--force"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "pass one of them" in err and "\n" not in err

@@ -42,7 +42,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -80,7 +80,6 @@ class _Plan:
     frozen_slices: list[Tensor | None]  # per parameter: slice indices of frozen groups
     keep: Tensor | None  # (G,) set ids for the keep-one rule (coupled groups)
     num_sets: int
-    memo: dict = field(default_factory=dict)  # the prox's between-step hints (never affects results)
 
 
 def _layout_of(group: dict[str, Any], params: list[Tensor]) -> tuple[list[int], list[Tensor] | None, int]:
@@ -256,7 +255,8 @@ class _ProxOptimizer(Optimizer, ABC):
                   d.to(dtype=x.dtype, memory_format=torch.contiguous_format) for d, x in zip(denoms, xs)]
         uniform = group.get("prox", "adaptive") == "uniform"
         prox_segments(xs, Ds, tau, plan.seg, uniform=uniform, keep=plan.keep, num_sets=plan.num_sets,
-                      work=self._scratch.get(max(xs, key=lambda t: t.numel())), memo=plan.memo)
+                      work=self._scratch.get(max(xs, key=lambda t: t.numel())),
+                      memo=group.setdefault("prox_memo", {"skip": 0}))
         for i in copied:
             params[i].copy_(xs[i])
 

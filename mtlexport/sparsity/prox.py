@@ -131,8 +131,10 @@ def prox_segments(
     Ungrouped slices are left as they are. ``keep`` (long (G,), ids of ``num_sets`` channel sets,
     -1 for none) enables the rescue rule of ``_rescue``. ``memo`` (a dict the caller keeps
     between calls on the same groups) remembers when the cheap interval bound did not settle the
-    groups, and then skips its extra pass for a few calls (the result is the same). ``xs`` must
-    be contiguous float32/float64 tensors matching ``seg``.
+    groups, and then skips its passes for a few calls: the result stays within ``tol`` but takes
+    another path, so a caller that needs bit-exact replays (resume) must save the memo with its
+    state (ProxAdam keeps it in the param group). ``xs`` must be contiguous float32/float64
+    tensors matching ``seg``.
     Returns the (G,) boolean mask of the groups that are now zero.
     """
     if sync_free is None:
@@ -177,10 +179,15 @@ def prox_segments(
     theta0 = torch.where(shrink, z_norm * (1.0 - ratio), one)
     # An error de in theta moves x_i by |z_i| c_i theta / (theta + c_i)^2 * de / theta (c_i = tau / D_i),
     # so ||dx|| / ||x|| <= de / theta * q with q = c_max / (theta + c_max): the criterion in x.
-    d_min = -seg.reduce_max([-_slice_amin(D3) for D3 in dviews])
-    c_max = tau / d_min.clamp_min(_TINY)
     eps = torch.finfo(cdt).eps
     use_range = sync_free or memo is None or memo.get("skip", 0) <= 0
+    if use_range:
+        d_min = -seg.reduce_max([-_slice_amin(D3) for D3 in dviews])
+        c_max = tau / d_min.clamp_min(_TINY)
+    else:
+        # Skipping the pass over D for its minimum: c_max = inf makes every q below equal 1, its
+        # upper bound, so the accuracy criteria only get stricter.
+        c_max = torch.full_like(tau, math.inf)
     lower = z_norm - c_max
     todo = shrink
     if use_range:
@@ -205,7 +212,8 @@ def prox_segments(
         s0 = _ratio_sumsq(views, dviews, seg, theta0, tau, W, cdt)
         theta1 = torch.where(shrink, theta0 - z_norm * (s0.rsqrt() - 1.0), theta0)
         rel = (theta0 - theta1).square() / theta0 / theta1.clamp_min(_TINY)
-        q = c_max / (theta1.clamp_min(0.0) + c_max).clamp_min(_TINY)
+        q = torch.where(torch.isinf(c_max), torch.ones_like(c_max),
+                        c_max / (theta1.clamp_min(0.0) + c_max).clamp_min(_TINY))
         # theta1 inherits the working precision of s0 amplified by ||z|| / theta (heavy shrinkage).
         noise = 4 * eps * z_norm / theta1.clamp_min(_TINY)
         certified = (theta1 > 0) & (rel < 0.5) & ((rel + noise) * q <= tol)

@@ -144,6 +144,7 @@ class DemoResult:
     options: DemoOptions
     checkpoints: dict[str, Path]
     lam: float
+    recipe: str  # how the sparse model was trained, in words (its checkpoint's config)
     train: dict[str, TrainResult]
     evaluation: dict[str, EvalResult]
     slim: SlimReport
@@ -162,7 +163,7 @@ class DemoResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "out_dir": str(self.out_dir), "options": self.options.to_dict(),
-            "checkpoints": {k: str(v) for k, v in self.checkpoints.items()}, "lambda": self.lam,
+            "checkpoints": {k: str(v) for k, v in self.checkpoints.items()}, "lambda": self.lam, "recipe": self.recipe,
             "table": {"columns": list(TABLE_COLUMNS), "rows": summary_rows(self)},
             "train": {k: v.to_dict() for k, v in self.train.items()},
             "evaluation": {k: v.to_dict() for k, v in self.evaluation.items()},
@@ -275,8 +276,9 @@ def run_demo(out_dir: str | Path, options: DemoOptions | None = None, *,
                                          reporter=reporter)
 
         with stage("summary"):
+            lam, recipe = _sparse_recipe(ckpts["sparse"])
             result = DemoResult(
-                out_dir=out, options=options, checkpoints=ckpts, lam=_lambda_of(ckpts["sparse"]), train=train,
+                out_dir=out, options=options, checkpoints=ckpts, lam=lam, recipe=recipe, train=train,
                 evaluation=evaluation, slim=slim, exports=exports, bench=bench, stages={}, total_s=0.0,
                 load_average=_load_average(), notices=_notices(slim),
             )
@@ -323,22 +325,16 @@ def _check_samples(options: DemoOptions) -> dict[str, Path]:
     return samples
 
 
-def _lambda_of(path: Path) -> float:
+def _sparse_recipe(path: Path) -> tuple[float, str]:
+    """The sparse run's (starting) lambda and its recipe in words, from its checkpoint's config."""
     from mtlexport.train import load_checkpoint
 
     optimizer = load_checkpoint(path).config.get("optimizer") or {}
-    return float(optimizer.get("lambda", 0.0) or 0.0)
-
-
-def recipe_of(result: DemoResult) -> str:
-    """How the sparse model was trained, in words (from its checkpoint's config)."""
-    from mtlexport.train import load_checkpoint
-
-    optimizer = load_checkpoint(result.checkpoints["sparse"]).config.get("optimizer") or {}
+    lam = float(optimizer.get("lambda", 0.0) or 0.0)
     grouping = optimizer.get("grouping", "channel")
     if optimizer.get("target_macs") is not None:
-        return f"{grouping} groups, MACs target {float(optimizer['target_macs']):g}"
-    return f"{grouping} groups, lambda {float(optimizer.get('lambda', 0.0) or 0.0):g}"
+        return lam, f"{grouping} groups, MACs target {float(optimizer['target_macs']):g}"
+    return lam, f"{grouping} groups, lambda {lam:g}"
 
 
 def _load_average() -> tuple[float, float, float]:
@@ -420,7 +416,7 @@ def summary_markdown(result: DemoResult) -> str:
     how = "sample checkpoints" if o.skip_train else f"{epochs_trained(result)} epoch(s) each"
     lines = [
         "# mtlexport demo: dense vs group-sparse -> slim", "",
-        f"Config `{o.config_path}`, {how}; group lasso with {recipe_of(result)}; slim widths rounded to "
+        f"Config `{o.config_path}`, {how}; group lasso with {result.recipe}; slim widths rounded to "
         f"{o.round_to}. Metrics on the test split; median latency on the CPU ({', '.join(o.backends)}, "
         f"{o.threads or 'default'} thread(s)), {o.bench_seconds:g} s per model and batch in alternating rounds. "
         "Last column: metric difference, relative size change, or speedup.", "",

@@ -74,11 +74,11 @@ def demo(
 
 
 def _render(result: Any) -> None:  # DemoResult, imported lazily
-    from mtlexport.demo import TABLE_COLUMNS, epochs_trained, format_cell, recipe_of, summary_rows
+    from mtlexport.demo import TABLE_COLUMNS, epochs_trained, format_cell, summary_rows
 
     o = result.options
     how = "sample checkpoints" if o.skip_train else f"{epochs_trained(result)} epoch(s) each"
-    title = f"dense vs group-sparse ({recipe_of(result)}) -> slim, {how}"
+    title = f"dense vs group-sparse ({result.recipe}) -> slim, {how}"
     rows = [[format_cell(v) for v in row] for row in summary_rows(result)]
     table = make_table(title, list(TABLE_COLUMNS), rows)
     table.columns[0].no_wrap = True

@@ -85,19 +85,6 @@ class Segments:
     def device(self) -> torch.device:
         return self.index.device
 
-    def to(self, device: torch.device) -> Segments:
-        """The same layout with its index tensors on ``device``."""
-        if self.index.device == device:
-            return self
-        return Segments(self.shapes, self.index.to(device), self.num_groups, self.sizes.to(device),
-                        tuple(None if u is None else u.to(device) for u in self.ungrouped))
-
-    def matches(self, tensors: Sequence[Tensor]) -> bool:
-        """True when ``tensors`` have the element counts and slice counts of this layout."""
-        if len(tensors) != len(self.shapes):
-            return False
-        return all(t.numel() == a * s * b for t, (a, s, b) in zip(tensors, self.shapes))
-
     def views(self, tensors: Sequence[Tensor]) -> list[Tensor]:
         """Each (contiguous) tensor viewed as its (A, S, B)."""
         return [t.view(shape) for t, shape in zip(tensors, self.shapes)]
